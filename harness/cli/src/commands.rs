@@ -1,0 +1,288 @@
+//! One function per subcommand; each returns the process exit code.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use faceval_eval::error::input_error;
+use faceval_eval::metrics::{self, RunMetrics};
+use faceval_eval::model_manifest::{self, LoadedManifest, ModelKind};
+use faceval_eval::run_folder::{Manifest, ModelRecord, Shard};
+use faceval_eval::runner::{self, ModelHandle, RunOptions};
+use faceval_eval::task::{self, Task};
+
+#[derive(Subcommand)]
+pub enum TasksAction {
+    /// One line per task in the tasks folder.
+    List,
+    /// A task's file and what it resolves to.
+    Show { name: String },
+    /// Check task files (all of them when none is named). Exits 2 if any is invalid.
+    Validate { names: Vec<String> },
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// A model manifest (baselines/*.toml), its name, `random`, `majority`, or a checkpoint folder / hf:// id.
+    #[arg(long)]
+    pub model: String,
+    /// Task names or TOML files.
+    #[arg(long = "task", required = true, num_args = 1..)]
+    pub tasks: Vec<String>,
+    /// Folder the tasks' dataset paths are relative to.
+    #[arg(long, default_value = "data")]
+    pub data: PathBuf,
+    /// Run folder (default: runs/<model>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Only the first N items of each task.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// This machine's part of the run, `I/N` with 0 ≤ I < N.
+    #[arg(long, value_parser = parse_shard)]
+    pub shard: Option<Shard>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Stop at the first bad item instead of recording it as an item error.
+    #[arg(long)]
+    pub strict: bool,
+}
+
+pub fn parse_shard(s: &str) -> Result<Shard, String> {
+    let (i, n) = s.split_once('/').ok_or_else(|| format!("expected I/N such as 0/4, got {s:?}"))?;
+    let index: usize = i.trim().parse().map_err(|_| format!("shard index {i:?} is not a number"))?;
+    let count: usize = n.trim().parse().map_err(|_| format!("shard count {n:?} is not a number"))?;
+    if count == 0 || index >= count {
+        return Err(format!("shard {index}/{count}: need 0 ≤ I < N"));
+    }
+    Ok(Shard { index, count })
+}
+
+#[derive(Args)]
+pub struct MergeArgs {
+    /// Shard run folders.
+    #[arg(required = true, num_args = 1..)]
+    pub shards: Vec<PathBuf>,
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Subcommand)]
+pub enum ImportFormat {
+    /// FaceXBench / VLMEvalKit prediction JSONs: benchmark files whose questions carry a `prediction`.
+    Facexbench {
+        results_dir: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Model name to record.
+        #[arg(long, default_value = "imported")]
+        model_name: String,
+        /// The task whose fingerprint and record the run carries.
+        #[arg(long, default_value = "facexbench")]
+        task: String,
+    },
+}
+
+#[derive(Args)]
+pub struct ScoreArgs {
+    #[arg(required = true, num_args = 1..)]
+    pub runs: Vec<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct DemoArgs {
+    #[arg(long, default_value = "reports/demo")]
+    pub out: PathBuf,
+    /// Synthetic faces to draw.
+    #[arg(long, default_value_t = 240)]
+    pub faces: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+pub fn tasks(action: TasksAction, tasks_dir: &Path) -> anyhow::Result<ExitCode> {
+    match action {
+        TasksAction::List => {
+            for path in task::list_task_files(tasks_dir)? {
+                match Task::load(&path) {
+                    Ok(t) => println!(
+                        "{:<24} v{:<3} {:<11} {:<16} {}",
+                        t.name(),
+                        t.spec.version,
+                        t.spec.dataset.reader.as_str(),
+                        format!("{:?}", t.spec.question.style).to_lowercase(),
+                        t.spec.description
+                    ),
+                    Err(e) => println!("{:<24} INVALID: {e:#}", path.display()),
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        TasksAction::Show { name } => {
+            let t = task::resolve(&name, tasks_dir)?;
+            println!("# {} (v{}) from {}", t.name(), t.spec.version, t.path.display());
+            println!("# fingerprint sha256:{}", t.fingerprint);
+            println!("# labels: {}", t.labels.values().join(", "));
+            println!("{}", std::fs::read_to_string(&t.path)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        TasksAction::Validate { names } => {
+            let paths: Vec<String> = if names.is_empty() {
+                task::list_task_files(tasks_dir)?.iter().map(|p| p.display().to_string()).collect()
+            } else {
+                names
+            };
+            let mut bad = 0;
+            for p in &paths {
+                match task::resolve(p, tasks_dir) {
+                    Ok(t) => println!("ok       {} ({})", t.name(), t.path.display()),
+                    Err(e) => {
+                        bad += 1;
+                        println!("invalid  {e:#}");
+                    }
+                }
+            }
+            if bad > 0 {
+                return Err(input_error(format!("{bad} of {} task files are invalid", paths.len())));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Load the model a manifest describes.
+pub fn instantiate(loaded: &LoadedManifest) -> anyhow::Result<(ModelHandle, ModelRecord)> {
+    let m = &loaded.manifest;
+    let mut record = ModelRecord {
+        name: m.name.clone(),
+        kind: format!("{:?}", m.kind).to_lowercase(),
+        fingerprint: loaded.fingerprint.clone(),
+        source: m.source.clone(),
+        ..Default::default()
+    };
+    let handle = match m.kind {
+        ModelKind::Random => ModelHandle::Loaded(Box::new(faceval_models::RandomModel)),
+        ModelKind::Majority => ModelHandle::Majority,
+        ModelKind::Internvl => {
+            return Err(input_error(format!(
+                "model {}: InternVL inference is not built into this binary yet",
+                m.name
+            )))
+        }
+    };
+    if let ModelHandle::Loaded(model) = &handle {
+        let info = model.info();
+        record.weights_sha256 = info.weights_sha256;
+        record.weight_bytes = info.weight_bytes;
+    }
+    Ok((handle, record))
+}
+
+fn base_manifest(record: ModelRecord) -> Manifest {
+    Manifest {
+        format: 1,
+        faceval_version: env!("CARGO_PKG_VERSION").into(),
+        git_revision: env!("FACEVAL_GIT_REV").into(),
+        model: record,
+        tasks: vec![],
+        device: "cpu".into(),
+        dtype: "f32".into(),
+        started: chrono::Utc::now().to_rfc3339(),
+        argv: std::env::args().collect(),
+        ..Default::default()
+    }
+}
+
+pub fn run(args: RunArgs, tasks_dir: &Path, baselines_dir: &Path) -> anyhow::Result<ExitCode> {
+    let loaded = model_manifest::resolve(&args.model, baselines_dir)?;
+    let tasks: Vec<Task> = args.tasks.iter().map(|t| task::resolve(t, tasks_dir)).collect::<anyhow::Result<_>>()?;
+    if !args.data.is_dir() {
+        return Err(input_error(format!(
+            "--data {}: no such folder; it should hold the datasets the tasks name (see docs/datasets.md)",
+            args.data.display()
+        )));
+    }
+    let (mut handle, record) = instantiate(&loaded)?;
+    let out = args.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(&loaded.manifest.name));
+    let mut manifest = base_manifest(record);
+    manifest.notes.insert("data".into(), args.data.display().to_string());
+    if matches!(handle, ModelHandle::Majority) {
+        manifest.notes.insert("majority.reference".into(), "the evaluated split itself (oracle floor)".into());
+    }
+    let opts = RunOptions {
+        data_root: args.data,
+        out: out.clone(),
+        limit: args.limit,
+        shard: args.shard,
+        seed: args.seed,
+        strict: args.strict,
+        progress: true,
+    };
+    let summary = runner::run(&mut handle, manifest, &tasks, &opts)?;
+    let metrics = metrics::read_or_compute(&out)?;
+    eprintln!(
+        "{}: asked {} questions, resumed {}, {} item errors",
+        out.display(),
+        summary.asked,
+        summary.resumed,
+        summary.errors
+    );
+    print_metrics(&metrics);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn print_metrics(m: &RunMetrics) {
+    println!("{:<28} {:>6} {:>22} {:>8} {:>7}", "task", "n", "accuracy [95% CI]", "unparse", "errors");
+    for (name, t) in &m.tasks {
+        let acc = t
+            .accuracy
+            .as_ref()
+            .map(|a| format!("{:.1} [{:.1}, {:.1}]", 100.0 * a.estimate, 100.0 * a.low, 100.0 * a.high))
+            .or_else(|| t.mae.as_ref().map(|a| format!("MAE {:.2} [{:.2}, {:.2}]", a.estimate, a.low, a.high)))
+            .unwrap_or_else(|| "—".into());
+        let unp = t.unparseable_rate.as_ref().map(|u| format!("{:.1}%", 100.0 * u.estimate)).unwrap_or_else(|| "—".into());
+        println!("{:<28} {:>6} {:>22} {:>8} {:>7}", name, t.n, acc, unp, t.n_errors);
+    }
+}
+
+pub fn merge(args: MergeArgs) -> anyhow::Result<ExitCode> {
+    let merged = faceval_eval::merge::merge(&args.shards, &args.out)?;
+    print_metrics(&merged);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn import(format: ImportFormat) -> anyhow::Result<ExitCode> {
+    match format {
+        ImportFormat::Facexbench { results_dir, out, model_name, task } => {
+            let t = task::resolve(&task, Path::new("tasks")).with_context(|| "the import records a task")?;
+            let mut manifest = base_manifest(ModelRecord {
+                name: model_name.clone(),
+                kind: "imported".into(),
+                fingerprint: faceval_eval::prompt::sha256_hex(model_name.as_bytes()),
+                ..Default::default()
+            });
+            manifest.device = "unknown".into();
+            manifest.dtype = "unknown".into();
+            manifest.notes.insert("imported_from".into(), results_dir.display().to_string());
+            let m = faceval_eval::import::import_facexbench(&results_dir, &out, &t, manifest)?;
+            print_metrics(&m);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+pub fn score(args: ScoreArgs) -> anyhow::Result<ExitCode> {
+    for dir in &args.runs {
+        let m = metrics::write_metrics(dir)?;
+        println!("# {}", dir.display());
+        print_metrics(&m);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn demo(args: DemoArgs, tasks_dir: &Path) -> anyhow::Result<ExitCode> {
+    let summary = faceval_eval::demo::runner::run_demo(&args.out, tasks_dir, args.faces, args.seed)?;
+    println!("{summary}");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,74 @@
+//! The `faceval` command line: evaluate face-understanding MLLMs on tasks, and score, merge,
+//! import and inspect the runs. Exit codes: 0 success, 1 failure (or a gate regression),
+//! 2 usage or input error.
+
+mod commands;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "faceval", version, about = "Benchmark and evaluation harness for face-understanding multimodal LLMs")]
+struct Cli {
+    /// Folder of task TOML files.
+    #[arg(long, global = true, env = "FACEVAL_TASKS", default_value = "tasks")]
+    tasks_dir: PathBuf,
+    /// Folder of model manifests.
+    #[arg(long, global = true, env = "FACEVAL_BASELINES", default_value = "baselines")]
+    baselines_dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List, show or validate task definitions.
+    Tasks {
+        #[command(subcommand)]
+        action: commands::TasksAction,
+    },
+    /// Evaluate a model on tasks into a run folder (resumes an interrupted run).
+    Run(commands::RunArgs),
+    /// Join the shards of a run (`--shard I/N`) into one run folder.
+    Merge(commands::MergeArgs),
+    /// Turn results made by other tools into a run folder.
+    Import {
+        #[command(subcommand)]
+        format: commands::ImportFormat,
+    },
+    /// Recompute metrics.json of run folders from their predictions.
+    Score(commands::ScoreArgs),
+    /// Generate a synthetic face dataset and run every applicable task on the available models.
+    Demo(commands::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+        }
+    };
+    let result = match cli.command {
+        Command::Tasks { action } => commands::tasks(action, &cli.tasks_dir),
+        Command::Run(args) => commands::run(args, &cli.tasks_dir, &cli.baselines_dir),
+        Command::Merge(args) => commands::merge(args),
+        Command::Import { format } => commands::import(format),
+        Command::Score(args) => commands::score(args),
+        Command::Demo(args) => commands::demo(args, &cli.tasks_dir),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            if faceval_eval::is_input_error(&err) {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}

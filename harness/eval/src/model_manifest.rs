@@ -1,0 +1,151 @@
+//! Model manifests: `baselines/<name>.toml` says what a leaderboard model is and where its
+//! weights live. See `docs/model-manifest.md`.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::input_error;
+use crate::prompt::sha256_hex;
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelKind {
+    /// Seeded uniform choice among the options.
+    Random,
+    /// The most frequent label of a reference split.
+    Majority,
+    /// InternVL3 / FaceLLM checkpoints in any of the layouts faceval loads.
+    Internvl,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelManifest {
+    /// Short name used on the command line and in reports.
+    pub name: String,
+    pub kind: ModelKind,
+    /// Name shown in reports (defaults to `name`).
+    #[serde(default)]
+    pub display_name: String,
+    /// Local folder or `hf://Org/Name[@revision]`, for models with weights.
+    #[serde(default)]
+    pub source: String,
+    /// `auto` (f32 on CPU, bf16 on CUDA), `f32`, `bf16` or `f16`.
+    #[serde(default = "default_dtype")]
+    pub dtype: String,
+    #[serde(default)]
+    pub description: String,
+    /// Parameter count in billions, for the leaderboard's size column.
+    #[serde(default)]
+    pub params_b: Option<f64>,
+    /// Row name in `baselines/published/*.csv`, to line local runs up with the paper.
+    #[serde(default)]
+    pub published_as: Option<String>,
+}
+
+fn default_dtype() -> String {
+    "auto".into()
+}
+
+/// A manifest and where it came from.
+#[derive(Debug, Clone)]
+pub struct LoadedManifest {
+    pub manifest: ModelManifest,
+    pub path: Option<PathBuf>,
+    /// sha256 of the manifest TOML, or of the built-in name.
+    pub fingerprint: String,
+}
+
+impl LoadedManifest {
+    fn builtin(name: &str, kind: ModelKind) -> Self {
+        LoadedManifest {
+            manifest: ModelManifest {
+                name: name.into(),
+                kind,
+                display_name: String::new(),
+                source: String::new(),
+                dtype: default_dtype(),
+                description: String::new(),
+                params_b: None,
+                published_as: None,
+            },
+            path: None,
+            fingerprint: sha256_hex(name.as_bytes()),
+        }
+    }
+}
+
+/// Parse a manifest file.
+pub fn load(path: &Path) -> anyhow::Result<LoadedManifest> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        input_error(format!(
+            "{}: cannot read model manifest: {e}",
+            path.display()
+        ))
+    })?;
+    let manifest: ModelManifest = toml::from_str(&text)
+        .map_err(|e| input_error(format!("{}: {}", path.display(), e.to_string().trim_end())))?;
+    if manifest.kind == ModelKind::Internvl && manifest.source.is_empty() {
+        return Err(input_error(format!(
+            "{}: source is required for kind = \"internvl\" (a folder or hf://Org/Name)",
+            path.display()
+        )));
+    }
+    Ok(LoadedManifest {
+        fingerprint: sha256_hex(text.as_bytes()),
+        manifest,
+        path: Some(path.to_path_buf()),
+    })
+}
+
+/// Resolve `--model`: a manifest path, a name in `baselines_dir`, a built-in (`random`,
+/// `majority`), or a checkpoint folder / `hf://` id (loaded as InternVL).
+pub fn resolve(spec: &str, baselines_dir: &Path) -> anyhow::Result<LoadedManifest> {
+    let as_path = Path::new(spec);
+    if as_path.extension().is_some_and(|e| e == "toml") {
+        return load(as_path);
+    }
+    let named = baselines_dir.join(format!("{spec}.toml"));
+    if named.is_file() {
+        return load(&named);
+    }
+    match spec {
+        "random" => return Ok(LoadedManifest::builtin("random", ModelKind::Random)),
+        "majority" => return Ok(LoadedManifest::builtin("majority", ModelKind::Majority)),
+        _ => {}
+    }
+    if spec.starts_with("hf://") || as_path.join("config.json").is_file() {
+        let name = spec
+            .trim_start_matches("hf://")
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap_or(spec)
+            .to_string();
+        let mut m = LoadedManifest::builtin(&name, ModelKind::Internvl);
+        m.manifest.source = spec.to_string();
+        m.fingerprint = sha256_hex(spec.as_bytes());
+        return Ok(m);
+    }
+    let known: Vec<String> = std::fs::read_dir(baselines_dir)
+        .map(|rd| {
+            let mut v: Vec<String> = rd
+                .filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    let p = e.path();
+                    (p.extension()? == "toml")
+                        .then(|| p.file_stem().map(|s| s.to_string_lossy().into_owned()))?
+                })
+                .collect();
+            v.sort();
+            v
+        })
+        .unwrap_or_default();
+    Err(input_error(format!(
+        "unknown model \"{spec}\": not a manifest file, not {}, not a checkpoint folder with config.json. Known: random, majority{}{}",
+        named.display(),
+        if known.is_empty() { "" } else { ", " },
+        known.join(", ")
+    )))
+}

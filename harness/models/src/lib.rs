@@ -1,0 +1,13 @@
+//! Inference for face-understanding multimodal LLMs behind one [`Model`] trait.
+//!
+//! Every model faceval evaluates — FaceLLM, the InternVL3 baselines, the trivial floors —
+//! answers the same [`Request`]: images plus one prompt, rendered byte-identically upstream.
+//! This crate knows nothing of tasks, datasets or scoring.
+
+pub mod baselines;
+pub mod hub;
+pub mod internvl;
+pub mod model;
+
+pub use baselines::{MajorityModel, RandomModel};
+pub use model::{Generation, Model, ModelInfo, Request, StepTimings};

@@ -1,0 +1,91 @@
+//! The one inference interface every model implements.
+
+use std::sync::Arc;
+
+use image::DynamicImage;
+use serde::{Deserialize, Serialize};
+
+/// One question put to a model: the images come before the text in a single user turn.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// Decoded images in prompt order (zero, one or several).
+    pub images: Vec<Arc<DynamicImage>>,
+    /// The user text, already rendered from the task's template. Identical for every model.
+    pub prompt: String,
+    /// Upper bound on generated tokens.
+    pub max_new_tokens: usize,
+    /// Generation stops at the first of these strings (it is not part of the output).
+    pub stop: Vec<String>,
+    /// The answers that count, e.g. `["A","B","C","D"]` or the label names. Generative models
+    /// ignore them; likelihood scoring and the trivial baselines use them.
+    pub choices: Vec<String>,
+    /// The text behind each choice (option text for lettered questions; equal to `choices`
+    /// otherwise). Same length as `choices`.
+    pub choice_texts: Vec<String>,
+    /// Per-item seed, derived from the run seed and the item id so that a resumed or sharded
+    /// run draws exactly what an uninterrupted one would.
+    pub seed: u64,
+}
+
+/// Wall time of each stage of one item, in milliseconds.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct StepTimings {
+    pub preprocess_ms: f64,
+    pub vision_ms: f64,
+    /// Time to first token.
+    pub prefill_ms: f64,
+    pub decode_ms: f64,
+}
+
+impl StepTimings {
+    pub fn total_ms(&self) -> f64 {
+        self.preprocess_ms + self.vision_ms + self.prefill_ms + self.decode_ms
+    }
+}
+
+/// What a model said.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Generation {
+    pub text: String,
+    pub token_ids: Vec<u32>,
+    pub prompt_tokens: usize,
+    /// Per generated step, the five best `(token_id, logprob)` pairs (empty when not available).
+    pub top_logprobs: Vec<Vec<(u32, f32)>>,
+    pub timings: StepTimings,
+}
+
+impl Generation {
+    pub fn output_tokens(&self) -> usize {
+        self.token_ids.len()
+    }
+}
+
+/// Facts about a loaded model that a run records in its manifest.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ModelInfo {
+    pub name: String,
+    /// `"baseline"`, `"internvl"`, ...
+    pub kind: String,
+    pub device: String,
+    pub dtype: String,
+    /// sha256 of the weights index (or of the single weights file); `None` for weightless models.
+    pub weights_sha256: Option<String>,
+    /// Bytes of parameters held in memory.
+    pub weight_bytes: u64,
+}
+
+/// One identical inference path for every model.
+pub trait Model: Send {
+    fn info(&self) -> ModelInfo;
+
+    /// Greedy (deterministic) generation.
+    fn generate(&mut self, request: &Request) -> anyhow::Result<Generation>;
+
+    /// Log-likelihood of each entry of `request.choices` as the assistant's answer, when the
+    /// model can compute it. `Ok(None)` means "not supported": the caller falls back to
+    /// generation with extraction.
+    fn choice_logprobs(&mut self, request: &Request) -> anyhow::Result<Option<Vec<f64>>> {
+        let _ = request;
+        Ok(None)
+    }
+}

@@ -1,0 +1,2 @@
+//! Renders faceval results — leaderboards, fairness audits, gate decisions — as Markdown,
+//! JSON and self-contained HTML.
