@@ -1,0 +1,98 @@
+//! Statistics for evaluation results: intervals for proportions and any statistic, seeded
+//! bootstraps, hypothesis tests, multiple-comparison adjustments, clustered standard errors
+//! and paired comparisons of two runs.
+//!
+//! Everything here is a pure function over simple inputs (counts, slices of bools or f64,
+//! cluster labels), so the audit command, the gate and the report can all use it on any run.
+//! Definitions and the reference implementation each one matches are in `docs/statistics.md`.
+
+pub mod bootstrap;
+pub mod cluster;
+pub mod hypothesis;
+pub mod intervals;
+pub mod multiple;
+pub mod paired;
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+use statrs::distribution::{ContinuousCDF, Normal};
+
+use crate::error::input_error;
+
+pub use bootstrap::{bootstrap, bootstrap_mean, bootstrap_stratified, BootstrapConfig};
+pub use cluster::{clustered_mean_se, ClusterCorrection, ClusteredMean};
+pub use hypothesis::{chi_square_independence, ChiSquare};
+pub use intervals::{clopper_pearson, macro_averages, wilson, MacroAverages};
+pub use multiple::{benjamini_hochberg, holm};
+pub use paired::{
+    compare_paired, mcnemar_exact, minimum_detectable_effect, newcombe_paired, paired_bootstrap,
+    McNemar, PairedComparison, PairedCounts,
+};
+
+/// Confidence level used when the caller does not choose one.
+pub const DEFAULT_CONFIDENCE: f64 = 0.95;
+
+/// How an interval was computed; serialised in snake case (`"wilson"`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// Wilson score interval (no continuity correction).
+    Wilson,
+    /// Clopper–Pearson exact interval from beta quantiles.
+    ClopperPearson,
+    /// Percentile bootstrap, resampling items with replacement.
+    PercentileBootstrap,
+    /// Percentile bootstrap, resampling within each stratum (group) separately.
+    StratifiedBootstrap,
+    /// Percentile bootstrap of paired differences (the same item indices for both runs).
+    PairedBootstrap,
+    /// Newcombe (1998) method 10 for a paired difference of proportions.
+    Newcombe,
+}
+
+/// A point estimate with a two-sided interval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Interval {
+    /// Number of items (or pairs) the estimate is based on.
+    pub n: usize,
+    pub estimate: f64,
+    pub low: f64,
+    pub high: f64,
+    /// Two-sided confidence level, e.g. 0.95.
+    pub confidence: f64,
+    pub method: Method,
+}
+
+impl Interval {
+    /// Width of the interval, `high - low`.
+    pub fn width(&self) -> f64 {
+        self.high - self.low
+    }
+
+    /// True when `value` lies within `[low, high]`.
+    pub fn contains(&self, value: f64) -> bool {
+        self.low <= value && value <= self.high
+    }
+}
+
+/// Reject confidence levels outside (0, 1): they have no meaning and would make quantiles panic.
+pub(crate) fn check_confidence(confidence: f64) -> Result<()> {
+    if !(confidence > 0.0 && confidence < 1.0) {
+        return Err(input_error(format!(
+            "confidence must be strictly between 0 and 1, got {confidence}"
+        )));
+    }
+    Ok(())
+}
+
+/// Standard normal quantile at `p`.
+pub(crate) fn normal_quantile(p: f64) -> f64 {
+    // Normal::new(0, 1) cannot fail.
+    let std = Normal::new(0.0, 1.0).expect("standard normal");
+    std.inverse_cdf(p)
+}
+
+/// The two-sided critical value `z` for a confidence level (1.959963984540054 for 0.95).
+pub(crate) fn z_two_sided(confidence: f64) -> f64 {
+    normal_quantile(1.0 - (1.0 - confidence) / 2.0)
+}
