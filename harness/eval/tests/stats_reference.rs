@@ -667,3 +667,32 @@ fn audit_reports_intersections_empty_cells_and_missing_labels() {
         }
     }
 }
+
+#[test]
+fn paired_and_cluster_edge_cases() {
+    use faceval_eval::stats::compare_paired;
+    // Identical runs: no discordant pairs, p = 1, MDE unknown rather than zero.
+    let run = bernoulli(50, 0.6, 0);
+    let cmp = compare_paired(&run, &run, 0.95, 0.05, 0.8).unwrap();
+    assert_eq!(cmp.mcnemar.p_value, 1.0);
+    assert_eq!(cmp.mcnemar.mid_p_value, 1.0);
+    assert!(cmp.minimum_detectable_effect.is_none() && cmp.mde_note.is_some());
+    assert!(cmp.difference.contains(0.0));
+    // Errors, not panics, on bad input.
+    assert!(compare_paired(&run, &run[1..], 0.95, 0.05, 0.8).is_err());
+    assert!(minimum_detectable_effect(0, 0.1, 0.05, 0.8).is_err());
+    assert!(minimum_detectable_effect(100, 1.5, 0.05, 0.8).is_err());
+    assert!(minimum_detectable_effect(100, 0.1, 0.05, 1.0).is_err());
+    assert!(newcombe_paired(&PairedCounts::default(), 0.95).is_err());
+    assert!(clustered_mean_se(&[1.0, 0.0], &["a", "a"], ClusterCorrection::Cr1).is_err());
+    assert!(clustered_mean_se(&[1.0, f64::NAN], &["a", "b"], ClusterCorrection::None).is_err());
+    assert!(clustered_mean_se(&[1.0], &["a", "b"], ClusterCorrection::None).is_err());
+    let empty: [bool; 0] = [];
+    let no_groups: [String; 0] = [];
+    assert!(audit_accuracy(
+        &empty,
+        &[("g", &no_groups[..])],
+        &FairnessOptions::default()
+    )
+    .is_err());
+}
