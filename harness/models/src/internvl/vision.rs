@@ -1,0 +1,422 @@
+//! InternViT (300M and 6B) and the vision→language projector, following transformers'
+//! `InternVLVisionModel` and `InternVLModel.get_image_features`.
+//!
+//! - Patch embedding: a stride-`patch` convolution, computed as one matmul over flattened
+//!   patches (same sum, no im2col buffer).
+//! - CLS token + learned absolute position embeddings. transformers interpolates them only when
+//!   the tile differs from the configured size; tiles here always have the configured size, so
+//!   any other size is rejected instead.
+//! - Pre-norm blocks with layer scale: `x += λ1·attn(norm1(x)); x += λ2·mlp(norm2(x))`.
+//!   Norm is LayerNorm (300M) or RMSNorm (6B); the 6B also RMS-normalises q and k over the full
+//!   embedding width (eps 1e-6, transformers' default for those norms).
+//! - Features: the chosen hidden state without CLS, pixel-shuffled by `downsample_ratio` in
+//!   transformers' ("v2") ordering, then LayerNorm (eps 1e-5, torch's default, as the
+//!   projector's LayerNorm is built without one) → Linear → GELU → Linear.
+
+use anyhow::{bail, Result};
+use candle_core::{DType, Module, Tensor};
+use candle_nn::Linear;
+
+use super::config::{Activation, InternVlConfig, NormType, VisionConfig};
+use super::weights::Weights;
+
+/// LayerNorm or RMSNorm over the last dimension.
+#[derive(Debug, Clone)]
+pub enum Norm {
+    Layer {
+        weight: Tensor,
+        bias: Tensor,
+        eps: f32,
+    },
+    Rms {
+        weight: Tensor,
+        eps: f32,
+    },
+}
+
+impl Norm {
+    pub fn load(w: &Weights, prefix: &str, kind: NormType, dim: usize, eps: f64) -> Result<Self> {
+        Ok(match kind {
+            NormType::LayerNorm => Self::Layer {
+                weight: w.get(&format!("{prefix}.weight"), &[dim])?,
+                bias: w.get(&format!("{prefix}.bias"), &[dim])?,
+                eps: eps as f32,
+            },
+            NormType::RmsNorm => Self::Rms {
+                weight: w.get(&format!("{prefix}.weight"), &[dim])?,
+                eps: eps as f32,
+            },
+        })
+    }
+
+    pub fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        let xs = xs.contiguous()?;
+        match self {
+            Self::Layer { weight, bias, eps } => {
+                candle_nn::ops::layer_norm(&xs, weight, bias, *eps)
+            }
+            Self::Rms { weight, eps } => candle_nn::ops::rms_norm(&xs, weight, *eps),
+        }
+    }
+}
+
+pub(crate) fn linear(
+    w: &Weights,
+    prefix: &str,
+    out: usize,
+    inp: usize,
+    bias: bool,
+) -> Result<Linear> {
+    let weight = w.get(&format!("{prefix}.weight"), &[out, inp])?;
+    let bias = if bias {
+        Some(w.get(&format!("{prefix}.bias"), &[out])?)
+    } else {
+        None
+    };
+    Ok(Linear::new(weight, bias))
+}
+
+struct VisionLayer {
+    norm1: Norm,
+    norm2: Norm,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    q_norm: Option<Norm>,
+    k_norm: Option<Norm>,
+    proj: Linear,
+    fc1: Linear,
+    fc2: Linear,
+    lambda_1: Tensor,
+    lambda_2: Tensor,
+    heads: usize,
+    head_dim: usize,
+    act: Activation,
+}
+
+impl VisionLayer {
+    fn load(w: &Weights, c: &VisionConfig, i: usize) -> Result<Self> {
+        let p = format!("model.vision_tower.encoder.layer.{i}");
+        let h = c.hidden_size;
+        let qk_norm = |name: &str| -> Result<Option<Norm>> {
+            if c.qk_norm {
+                // transformers builds these with the RMSNorm default eps (1e-6), not layer_norm_eps.
+                Ok(Some(Norm::load(
+                    w,
+                    &format!("{p}.attention.{name}"),
+                    NormType::RmsNorm,
+                    h,
+                    1e-6,
+                )?))
+            } else {
+                Ok(None)
+            }
+        };
+        Ok(Self {
+            norm1: Norm::load(
+                w,
+                &format!("{p}.layernorm_before"),
+                c.norm_type,
+                h,
+                c.layer_norm_eps,
+            )?,
+            norm2: Norm::load(
+                w,
+                &format!("{p}.layernorm_after"),
+                c.norm_type,
+                h,
+                c.layer_norm_eps,
+            )?,
+            q: linear(w, &format!("{p}.attention.q_proj"), h, h, c.qkv_bias)?,
+            k: linear(w, &format!("{p}.attention.k_proj"), h, h, c.qkv_bias)?,
+            v: linear(w, &format!("{p}.attention.v_proj"), h, h, c.qkv_bias)?,
+            q_norm: qk_norm("q_norm")?,
+            k_norm: qk_norm("k_norm")?,
+            proj: linear(w, &format!("{p}.attention.projection_layer"), h, h, true)?,
+            fc1: linear(w, &format!("{p}.mlp.fc1"), c.intermediate_size, h, true)?,
+            fc2: linear(w, &format!("{p}.mlp.fc2"), h, c.intermediate_size, true)?,
+            lambda_1: w.get(&format!("{p}.lambda_1"), &[h])?,
+            lambda_2: w.get(&format!("{p}.lambda_2"), &[h])?,
+            heads: c.num_attention_heads,
+            head_dim: c.head_dim(),
+            act: c.hidden_act,
+        })
+    }
+
+    fn attention(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, t, c) = xs.dims3()?;
+        let mut q = self.q.forward(xs)?;
+        let mut k = self.k.forward(xs)?;
+        let v = self.v.forward(xs)?;
+        if let Some(n) = &self.q_norm {
+            q = n.forward(&q)?;
+        }
+        if let Some(n) = &self.k_norm {
+            k = n.forward(&k)?;
+        }
+        let split = |x: Tensor| -> candle_core::Result<Tensor> {
+            x.reshape((b, t, self.heads, self.head_dim))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let (q, k, v) = (split(q)?, split(k)?, split(v)?);
+        let scale = (self.head_dim as f64).powf(-0.5);
+        let att = (q.matmul(&k.t()?)? * scale)?;
+        // transformers' vision attention does not upcast the softmax.
+        let att = candle_nn::ops::softmax_last_dim(&att)?;
+        let out = att.matmul(&v)?.transpose(1, 2)?.reshape((b, t, c))?;
+        self.proj.forward(&out)
+    }
+
+    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        let a = self.attention(&self.norm1.forward(xs)?)?;
+        let xs = (a.broadcast_mul(&self.lambda_1)? + xs)?;
+        let m = self.fc1.forward(&self.norm2.forward(&xs)?)?;
+        let m = self.fc2.forward(&self.act.apply(&m)?)?;
+        m.broadcast_mul(&self.lambda_2)? + xs
+    }
+}
+
+/// InternViT encoder.
+pub struct InternVit {
+    cfg: VisionConfig,
+    patch_weight: Tensor,
+    patch_bias: Tensor,
+    cls: Tensor,
+    pos: Option<Tensor>,
+    layers: Vec<VisionLayer>,
+    final_norm: Option<Norm>,
+}
+
+impl InternVit {
+    pub fn load(w: &Weights, cfg: &VisionConfig) -> Result<Self> {
+        let h = cfg.hidden_size;
+        let (ph, pw) = cfg.patch_size;
+        let p = "model.vision_tower";
+        let patch_weight = w
+            .get(
+                &format!("{p}.embeddings.patch_embeddings.projection.weight"),
+                &[h, cfg.num_channels, ph, pw],
+            )?
+            .reshape((h, cfg.num_channels * ph * pw))?;
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| VisionLayer::load(w, cfg, i))
+            .collect::<Result<Vec<_>>>()?;
+        let final_norm = if cfg.use_mean_pooling {
+            None
+        } else {
+            Some(Norm::load(
+                w,
+                &format!("{p}.layernorm"),
+                NormType::LayerNorm,
+                h,
+                cfg.layer_norm_eps,
+            )?)
+        };
+        Ok(Self {
+            cfg: cfg.clone(),
+            patch_weight,
+            patch_bias: w.get(
+                &format!("{p}.embeddings.patch_embeddings.projection.bias"),
+                &[h],
+            )?,
+            cls: w.get(&format!("{p}.embeddings.cls_token"), &[1, 1, h])?,
+            pos: if cfg.use_absolute_position_embeddings {
+                Some(w.get(
+                    &format!("{p}.embeddings.position_embeddings"),
+                    &[1, cfg.num_patches() + 1, h],
+                )?)
+            } else {
+                None
+            },
+            layers,
+            final_norm,
+        })
+    }
+
+    fn embed(&self, pixels: &Tensor) -> Result<Tensor> {
+        let (b, ch, hh, ww) = pixels.dims4()?;
+        let c = &self.cfg;
+        if ch != c.num_channels || (hh, ww) != c.image_size {
+            bail!(
+                "pixel values have shape [{b}, {ch}, {hh}, {ww}]; the vision tower expects \
+                 [tiles, {}, {}, {}]",
+                c.num_channels,
+                c.image_size.0,
+                c.image_size.1
+            );
+        }
+        let (ph, pw) = c.patch_size;
+        let (gh, gw) = c.patch_grid();
+        // [b, c, gh, ph, gw, pw] -> [b, gh, gw, c, ph, pw]: each row is one patch in the
+        // (channel, y, x) order of the conv kernel.
+        let patches = pixels
+            .reshape(&[b, ch, gh, ph, gw, pw][..])?
+            .permute([0, 2, 4, 1, 3, 5])?
+            .contiguous()?
+            .reshape((b, gh * gw, ch * ph * pw))?;
+        let emb = patches
+            .broadcast_matmul(&self.patch_weight.t()?)?
+            .broadcast_add(&self.patch_bias)?;
+        let cls = self.cls.broadcast_as((b, 1, c.hidden_size))?;
+        let mut xs = Tensor::cat(&[&cls, &emb], 1)?;
+        if let Some(pos) = &self.pos {
+            xs = xs.broadcast_add(pos)?;
+        }
+        Ok(xs)
+    }
+
+    /// The hidden state transformers would select with `vision_feature_layer`:
+    /// -1 is `last_hidden_state` (after the final LayerNorm when the config has one);
+    /// otherwise an index into (embeddings, layer 1, ..., layer N).
+    pub fn forward_features(&self, pixels: &Tensor, feature_layer: i64) -> Result<Tensor> {
+        let n = self.layers.len() as i64;
+        let target = match feature_layer {
+            -1 => None,
+            k if k < 0 => Some((n + 1 + k) as usize),
+            k => Some(k as usize),
+        };
+        let mut xs = self.embed(pixels)?;
+        let run = target.unwrap_or(self.layers.len());
+        for layer in &self.layers[..run] {
+            xs = layer.forward(&xs)?;
+        }
+        if target.is_none() {
+            if let Some(norm) = &self.final_norm {
+                xs = norm.forward(&xs)?;
+            }
+        }
+        Ok(xs)
+    }
+}
+
+/// Pixel shuffle in transformers' `InternVLModel.pixel_shuffle` ordering (the original code's
+/// `ps_version = "v2"`), for features `[b, w, h, c]` and a scale such as 0.5.
+pub fn pixel_shuffle(xs: &Tensor, inv_scale: usize) -> candle_core::Result<Tensor> {
+    let (b, w, h, c) = xs.dims4()?;
+    let r = inv_scale;
+    let xs = xs
+        .reshape((b, w, h / r, c * r))?
+        .permute((0, 2, 1, 3))?
+        .contiguous()?
+        .reshape((b, h / r, w / r, c * r * r))?
+        .permute((0, 2, 1, 3))?
+        .contiguous()?;
+    Ok(xs)
+}
+
+/// LayerNorm → Linear → act → Linear from pixel-shuffled vision features to LLM width.
+pub struct Projector {
+    norm: Norm,
+    linear_1: Linear,
+    linear_2: Linear,
+    act: Activation,
+}
+
+impl Projector {
+    pub fn load(w: &Weights, cfg: &InternVlConfig) -> Result<Self> {
+        let inp = cfg.projector_in_dim();
+        let out = cfg.text.hidden_size;
+        let p = "model.multi_modal_projector";
+        Ok(Self {
+            // nn.LayerNorm(dim) without eps: torch's default 1e-5.
+            norm: Norm::load(
+                w,
+                &format!("{p}.layer_norm"),
+                NormType::LayerNorm,
+                inp,
+                1e-5,
+            )?,
+            linear_1: linear(w, &format!("{p}.linear_1"), out, inp, true)?,
+            linear_2: linear(w, &format!("{p}.linear_2"), out, out, true)?,
+            act: cfg.projector_hidden_act,
+        })
+    }
+
+    pub fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        let xs = self.linear_1.forward(&self.norm.forward(xs)?)?;
+        self.linear_2.forward(&self.act.apply(&xs)?)
+    }
+}
+
+/// Vision tower + pixel shuffle + projector: pixel values `[tiles, 3, H, W]` to image
+/// features `[tiles, image_seq_length, llm_hidden]`.
+pub struct VisionPath {
+    pub vit: InternVit,
+    pub projector: Projector,
+    feature_layer: i64,
+    inv_scale: usize,
+    /// Tiles run through the tower together; bounds the attention buffers' memory.
+    pub tile_chunk: usize,
+}
+
+impl VisionPath {
+    pub fn load(w: &Weights, cfg: &InternVlConfig) -> Result<Self> {
+        Ok(Self {
+            vit: InternVit::load(w, &cfg.vision)?,
+            projector: Projector::load(w, cfg)?,
+            feature_layer: cfg.vision_feature_layer,
+            inv_scale: (1.0 / cfg.downsample_ratio).round() as usize,
+            tile_chunk: 4,
+        })
+    }
+
+    pub fn image_features(&self, pixels: &Tensor) -> Result<Tensor> {
+        let tiles = pixels.dim(0)?;
+        let mut out = Vec::new();
+        let mut start = 0;
+        while start < tiles {
+            let n = self.tile_chunk.max(1).min(tiles - start);
+            let chunk = pixels.narrow(0, start, n)?;
+            out.push(self.features_of(&chunk)?);
+            start += n;
+        }
+        Ok(Tensor::cat(&out, 0)?)
+    }
+
+    fn features_of(&self, pixels: &Tensor) -> Result<Tensor> {
+        let hs = self.vit.forward_features(pixels, self.feature_layer)?;
+        let (b, t, c) = hs.dims3()?;
+        let hs = hs.narrow(1, 1, t - 1)?; // drop CLS
+        let side = ((t - 1) as f64).sqrt().round() as usize;
+        if side * side != t - 1 {
+            bail!(
+                "vision tower produced {} patch tokens, not a square grid",
+                t - 1
+            );
+        }
+        let hs = hs.reshape((b, side, side, c))?;
+        let hs = pixel_shuffle(&hs, self.inv_scale)?;
+        let (_, a, bb, cc) = hs.dims4()?;
+        let hs = hs.reshape((b, a * bb, cc))?;
+        Ok(self.projector.forward(&hs)?)
+    }
+}
+
+/// Casts pixel values (any float dtype) to the model dtype on the model device.
+pub fn pixels_to(pixels: &Tensor, device: &candle_core::Device, dtype: DType) -> Result<Tensor> {
+    Ok(pixels.to_device(device)?.to_dtype(dtype)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// The shuffle must reproduce transformers' index arithmetic: for a 4x4 grid of 1-channel
+    /// values v[w][h] = 4w + h, torch gives [[0,1,4,5],[2,3,6,7],[8,9,12,13],[10,11,14,15]].
+    #[test]
+    fn pixel_shuffle_matches_transformers_ordering() {
+        let xs = Tensor::arange(0f32, 16., &Device::Cpu)
+            .unwrap()
+            .reshape((1, 4, 4, 1))
+            .unwrap();
+        let out = pixel_shuffle(&xs, 2).unwrap();
+        assert_eq!(out.dims(), &[1, 2, 2, 4]);
+        let v: Vec<f32> = out.flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(
+            v,
+            vec![0., 1., 4., 5., 2., 3., 6., 7., 8., 9., 12., 13., 10., 11., 14., 15.]
+        );
+    }
+}
