@@ -466,7 +466,7 @@ template = "{{ question }}"
         let msg = err.to_string();
         assert!(crate::error::is_input_error(&err));
         assert!(msg.contains("tasks/x.toml"), "{msg}");
-        assert!(msg.contains("line 14"), "{msg}");
+        assert!(msg.contains("line 12"), "{msg}");
         assert!(msg.contains("styel"), "{msg}");
     }
 
@@ -476,7 +476,7 @@ template = "{{ question }}"
         let msg = Task::parse(&bad, Path::new("x.toml"))
             .unwrap_err()
             .to_string();
-        assert!(msg.starts_with("x.toml:10"), "{msg}");
+        assert!(msg.starts_with("x.toml:9"), "{msg}");
         assert!(msg.contains("joy"), "{msg}");
     }
 
