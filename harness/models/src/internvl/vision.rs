@@ -162,8 +162,11 @@ impl VisionLayer {
         let (q, k, v) = (split(q)?, split(k)?, split(v)?);
         let scale = (self.head_dim as f64).powf(-0.5);
         let att = (q.matmul(&k.t()?)? * scale)?;
-        // transformers' vision attention does not upcast the softmax.
-        let att = candle_nn::ops::softmax_last_dim(&att)?;
+        // transformers does not upcast here, but torch's softmax kernels accumulate in f32
+        // whatever the dtype, while candle's CPU softmax sums in the tensor dtype (bf16 loses
+        // the tail of a 1025-way sum). Softmax in f32 then rounding matches torch.
+        let dtype = att.dtype();
+        let att = candle_nn::ops::softmax_last_dim(&att.to_dtype(DType::F32)?)?.to_dtype(dtype)?;
         let out = att.matmul(&v)?.transpose(1, 2)?.reshape((b, t, c))?;
         self.proj.forward(&out)
     }
