@@ -1,0 +1,7 @@
+//! `faceval demo`: everything needed to run the harness end to end on a fresh machine with
+//! no weights and no data. [`synth`] draws a small labelled face dataset from a seed.
+
+pub mod runner;
+pub mod synth;
+
+pub use synth::{draw_face, generate, specs, FaceSpec, SynthDataset, SynthRow, MANIFEST_COLUMNS};
