@@ -10,6 +10,9 @@
 //! default is used here (and named in a comment); where the original format always writes a
 //! field, it is required.
 
+// `%` rather than `is_multiple_of`: the workspace's rust-version (1.85) predates it.
+#![allow(clippy::manual_is_multiple_of)]
+
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
