@@ -12,6 +12,7 @@ pub mod model;
 pub mod preprocess;
 pub mod qwen2;
 pub mod text;
+pub mod tiny;
 pub mod vision;
 pub mod weights;
 

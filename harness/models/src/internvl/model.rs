@@ -116,6 +116,10 @@ impl InternVlModel {
     pub fn dir(&self) -> &PathBuf {
         &self.net.files().dir
     }
+    /// Longest sequence (prompt plus answer) the model takes: its `max_position_embeddings`.
+    pub fn context_length(&self) -> usize {
+        self.net.config().text.max_position_embeddings
+    }
 
     /// Prompt ids and prompt embeddings (image features spliced in) for a request.
     fn prepare(&self, request: &Request, timings: &mut StepTimings) -> Result<(Vec<u32>, Tensor)> {
@@ -131,6 +135,19 @@ impl InternVlModel {
             .map(|p| p.tiles_per_image.clone())
             .unwrap_or_default();
         let (_, ids) = self.text.build(&tiles, &request.prompt)?;
+        // Refused before any compute: attention over a prompt past the trained context would
+        // be meaningless (and its memory quadratic), so the item fails with the two lengths.
+        let context = self.context_length();
+        if ids.len() > context {
+            bail!(
+                "the prompt is {} tokens long ({} of them image tokens) but the model's context \
+                 is {context} tokens (max_position_embeddings in config.json)",
+                ids.len(),
+                ids.iter()
+                    .filter(|&&id| id == self.net.image_token_id())
+                    .count()
+            );
+        }
         timings.preprocess_ms = t0.elapsed().as_secs_f64() * 1e3;
 
         let t1 = Instant::now();
@@ -168,7 +185,10 @@ impl Model for InternVlModel {
         let mut timings = StepTimings::default();
         let (ids, embeds) = self.prepare(request, &mut timings)?;
         let opts = DecodeOptions {
-            max_new_tokens: request.max_new_tokens,
+            // The answer stops where the context ends.
+            max_new_tokens: request
+                .max_new_tokens
+                .min(self.context_length().saturating_sub(ids.len())),
             stop_token_ids: self.stop_token_ids.clone(),
             top_logprobs: 5,
             keep_step_logits: false,
@@ -208,7 +228,7 @@ impl Model for InternVlModel {
             return Ok(Some(vec![]));
         }
         let mut timings = StepTimings::default();
-        let (_, embeds) = self.prepare(request, &mut timings)?;
+        let (prompt_ids, embeds) = self.prepare(request, &mut timings)?;
         let mut conts = Vec::with_capacity(request.choices.len());
         for choice in &request.choices {
             let enc = self
@@ -222,6 +242,15 @@ impl Model for InternVlModel {
             }
             ids.extend(self.end_of_turn);
             conts.push(ids);
+        }
+        let longest = conts.iter().map(Vec::len).max().unwrap_or(0);
+        if prompt_ids.len() + longest > self.context_length() {
+            bail!(
+                "the prompt ({} tokens) plus the longest answer ({longest} tokens) exceed the \
+                 model's context of {} tokens (max_position_embeddings in config.json)",
+                prompt_ids.len(),
+                self.context_length()
+            );
         }
         Ok(Some(generate::continuation_logprobs(
             &self.net, &embeds, &conts,
