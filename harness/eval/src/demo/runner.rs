@@ -18,9 +18,6 @@ use super::synth;
 
 /// The synthetic column that carries a task's target, if any.
 fn synthetic_column(task: &Task) -> Option<&'static str> {
-    if task.spec.dataset.reader == ReaderKind::Facexbench {
-        return None;
-    }
     let numeric = task.spec.question.style == task::QuestionStyle::Numeric;
     match task.spec.labels.field.as_str() {
         "expression" => Some("expression"),
@@ -36,10 +33,16 @@ fn synthetic_column(task: &Task) -> Option<&'static str> {
     }
 }
 
-/// The task with its dataset replaced by the synthetic manifest.
-pub fn retarget(task: &Task, manifest_csv: &Path) -> Option<Task> {
-    let column = synthetic_column(task)?;
+/// The task with its dataset replaced by the synthetic manifest (or, for FaceXBench tasks,
+/// by the synthetic benchmark folder).
+pub fn retarget(task: &Task, manifest_csv: &Path, benchmark: &Path) -> Option<Task> {
     let mut t = task.clone();
+    if task.spec.dataset.reader == ReaderKind::Facexbench {
+        t.spec.dataset.path = benchmark.to_path_buf();
+        t.spec.dataset.images = None;
+        return Some(with_fingerprint(task, t));
+    }
+    let column = synthetic_column(task)?;
     let mut options = toml::Table::new();
     options.insert("label_column".into(), column.into());
     let groups = ["skin_tone", "race", "gender", "age_bin"];
@@ -56,10 +59,15 @@ pub fn retarget(task: &Task, manifest_csv: &Path) -> Option<Task> {
     };
     t.spec.fairness.groups = groups.iter().map(|g| g.to_string()).collect();
     t.spec.fairness.cluster = Some("identity".into());
-    let original = std::fs::read_to_string(&task.path).unwrap_or_default();
+    Some(with_fingerprint(task, t))
+}
+
+/// A fingerprint covering the original TOML and the dataset that replaced its own.
+fn with_fingerprint(original: &Task, mut t: Task) -> Task {
+    let source = std::fs::read_to_string(&original.path).unwrap_or_default();
     let replacement = toml::to_string(&t.spec.dataset).unwrap_or_default();
-    t.fingerprint = sha256_hex(format!("{original}\n# demo dataset\n{replacement}").as_bytes());
-    Some(t)
+    t.fingerprint = sha256_hex(format!("{source}\n# demo dataset\n{replacement}").as_bytes());
+    t
 }
 
 /// Run the demo into `out` and return a printable summary.
@@ -70,11 +78,18 @@ pub fn run_demo(out: &Path, tasks_dir: &Path, faces: usize, seed: u64) -> anyhow
         .manifest
         .canonicalize()
         .unwrap_or(dataset.manifest.clone());
+    let data_abs = data.canonicalize().unwrap_or(data.clone());
+    let benchmark = super::facexbench::write(
+        &data_abs.join("facexbench"),
+        &data_abs.join("images"),
+        &dataset.rows,
+        seed,
+    )?;
     let mut tasks = Vec::new();
     let mut skipped = Vec::new();
     for path in task::list_task_files(tasks_dir)? {
         let t = Task::load(&path)?;
-        match retarget(&t, &manifest_csv) {
+        match retarget(&t, &manifest_csv, &benchmark) {
             Some(r) => tasks.push(r),
             None => skipped.push(t.name().to_string()),
         }
@@ -85,13 +100,17 @@ pub fn run_demo(out: &Path, tasks_dir: &Path, faces: usize, seed: u64) -> anyhow
             ModelHandle::Loaded(Box::new(faceval_models::RandomModel)),
         ),
         ("majority", ModelHandle::Majority),
+        (
+            super::tiny_model::NAME,
+            ModelHandle::Loaded(Box::new(super::tiny_model::prepare(out, seed)?)),
+        ),
     ];
     let mut results: Vec<(String, RunMetrics)> = Vec::new();
     for (name, mut handle) in models {
         let run_dir = out.join("runs").join(name);
         // A demo always starts clean: the synthetic data may have been redrawn with another seed.
         let _ = std::fs::remove_dir_all(&run_dir);
-        let manifest = Manifest {
+        let mut manifest = Manifest {
             format: 1,
             faceval_version: env!("CARGO_PKG_VERSION").into(),
             model: ModelRecord {
@@ -115,10 +134,13 @@ pub fn run_demo(out: &Path, tasks_dir: &Path, faces: usize, seed: u64) -> anyhow
             .collect(),
             ..Default::default()
         };
+        if let ModelHandle::Loaded(model) = &handle {
+            super::tiny_model::describe(&mut manifest, model.as_ref());
+        }
         let opts = RunOptions {
             data_root: data.clone(),
             out: run_dir.clone(),
-            limit: None,
+            limit: (name == super::tiny_model::NAME).then_some(super::tiny_model::ITEMS_PER_TASK),
             shard: None,
             seed,
             strict: false,
@@ -128,7 +150,13 @@ pub fn run_demo(out: &Path, tasks_dir: &Path, faces: usize, seed: u64) -> anyhow
         let applicable: Vec<Task> = tasks
             .iter()
             .filter(|t| name != "random" || t.spec.question.style != task::QuestionStyle::Numeric)
-            .cloned()
+            .filter_map(|t| {
+                if name == super::tiny_model::NAME {
+                    super::tiny_model::adapt(t)
+                } else {
+                    Some(t.clone())
+                }
+            })
             .collect();
         runner::run(&mut handle, manifest, &applicable, &opts)?;
         results.push((name.to_string(), crate::metrics::read_or_compute(&run_dir)?));
@@ -144,7 +172,12 @@ fn render_summary(results: &[(String, RunMetrics)], faces: usize, skipped: &[Str
     let _ = writeln!(
         s,
         "{faces} synthetic faces, drawn from a seed. The models here are the floors every leaderboard shows: \
-         their scores are chance (random) or the majority rate by construction, not evidence about any face model.\n"
+         their scores are chance (random) or the majority rate by construction, not evidence about any face model. \
+         `tiny-internvl3` is the real InternVL3 inference path (chat template, tiling, InternViT, projector, Qwen2 with its KV cache) \
+         on a tiny checkpoint with seeded random weights, written to `models/tiny-internvl3/`: \
+         its scores are chance by construction too. It answers the first {} items of each task with options, \
+         scored by likelihood (the option it finds most probable; generated text from random weights parses as nothing).\n",
+        super::tiny_model::ITEMS_PER_TASK
     );
     let _ = writeln!(
         s,
