@@ -251,4 +251,28 @@ fn demo_runs_end_to_end() {
         assert_eq!(first["image_sha256"][0].as_str().unwrap().len(), 64);
         assert!(first["groups"]["skin_tone"].is_string());
     }
+    // The tiny random-weight InternVL3 is written as a checkpoint and run through the real path.
+    let ckpt = out.join("models/tiny-internvl3");
+    for f in ["config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja", "processor_config.json"] {
+        assert!(ckpt.join(f).is_file(), "{f} missing from the demo checkpoint");
+    }
+    assert!(summary.contains("| tiny-internvl3 | expression-rafdb | 32 |"), "{summary}");
+    assert!(summary.contains("chance by construction"), "{summary}");
+    let run = out.join("runs/tiny-internvl3");
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["model"]["kind"], "internvl");
+    assert_eq!(manifest["dtype"], "f32");
+    assert_eq!(manifest["model"]["weights_sha256"].as_str().unwrap().len(), 64);
+    assert!(manifest["finished"].is_string());
+    let preds: Vec<serde_json::Value> = std::fs::read_to_string(run.join("predictions.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!preds.is_empty());
+    for p in &preds {
+        // Likelihood scoring always lands on an option: no errors, nothing unparseable.
+        assert!(p["outcome"] == "correct" || p["outcome"] == "wrong", "{p}");
+        assert!(p["timings"]["e2e_ms"].as_f64().unwrap() > 0.0, "{p}");
+    }
 }
