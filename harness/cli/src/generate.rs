@@ -1,0 +1,110 @@
+//! `faceval generate`: ask an InternVL checkpoint one question about some images and print the
+//! answer — the same request path a run takes (chat template, tiling, greedy decoding), without
+//! a task or a run folder. `--json` prints the tokens, the five best log-probabilities of every
+//! step and the stage timings, for debugging and for timing against other implementations.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::Args;
+use faceval_eval::error::input_error;
+use faceval_eval::model_manifest::{self, ModelKind};
+use faceval_models::{Model, Request};
+use serde_json::json;
+
+#[derive(Args)]
+pub struct GenerateArgs {
+    /// A checkpoint folder, hf://Org/Name[@rev], or an InternVL model manifest (file or name).
+    #[arg(long)]
+    pub model: String,
+    /// Images, in prompt order (zero or more).
+    #[arg(long = "image", num_args = 1..)]
+    pub images: Vec<PathBuf>,
+    /// The user text; the images come before it in the same turn.
+    #[arg(long)]
+    pub prompt: String,
+    #[arg(long, default_value_t = 64)]
+    pub max_new_tokens: usize,
+    /// Stop at the first of these strings (repeatable).
+    #[arg(long)]
+    pub stop: Vec<String>,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// auto (f32 on CPU, bf16 on CUDA), f32, bf16 or f16; default: the manifest's (auto).
+    #[arg(long)]
+    pub dtype: Option<String>,
+    /// Print one JSON object: text, token_ids, prompt_tokens, top_logprobs, timings.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn read_image(path: &Path) -> anyhow::Result<image::DynamicImage> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| input_error(format!("{}: cannot read image: {e}", path.display())))?;
+    image::load_from_memory(&bytes)
+        .map_err(|e| input_error(format!("{}: not a decodable image: {e}", path.display())))
+}
+
+pub fn generate(args: GenerateArgs, baselines_dir: &Path) -> anyhow::Result<ExitCode> {
+    let loaded = model_manifest::resolve(&args.model, baselines_dir)?;
+    let m = &loaded.manifest;
+    if m.kind != ModelKind::Internvl {
+        return Err(input_error(format!(
+            "faceval generate runs checkpoints (kind = \"internvl\"); {} is kind {:?}",
+            m.name, m.kind
+        )));
+    }
+    let images = args
+        .images
+        .iter()
+        .map(|p| read_image(p).map(Arc::new))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut model = crate::commands::load_internvl(
+        &m.name,
+        &m.source,
+        &args.device,
+        args.dtype.as_deref().unwrap_or(&m.dtype),
+    )?;
+    let load_ms = model.network().load_ms();
+    let request = Request {
+        images,
+        prompt: args.prompt.clone(),
+        max_new_tokens: args.max_new_tokens,
+        stop: args.stop.clone(),
+        choices: vec![],
+        choice_texts: vec![],
+        seed: 0,
+    };
+    let started = Instant::now();
+    let mut g = model.generate(&request)?;
+    g.timings.e2e_ms = started.elapsed().as_secs_f64() * 1e3;
+    if args.json {
+        let info = model.info();
+        let decode_steps = g.token_ids.len().saturating_sub(1);
+        let out = json!({
+            "text": g.text,
+            "token_ids": g.token_ids,
+            "prompt_tokens": g.prompt_tokens,
+            "top_logprobs": g.top_logprobs,
+            "timings": g.timings,
+            // The first token comes from the prefill; each later one from one decode step.
+            "decode_tokens_per_s": (decode_steps > 0 && g.timings.decode_ms > 0.0)
+                .then(|| decode_steps as f64 / (g.timings.decode_ms / 1e3)),
+            "load_ms": load_ms,
+            "model": {
+                "name": info.name,
+                "source": m.source,
+                "device": info.device,
+                "dtype": info.dtype,
+                "weight_bytes": info.weight_bytes,
+            },
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("{}", g.text);
+    }
+    Ok(ExitCode::SUCCESS)
+}
