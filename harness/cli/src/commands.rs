@@ -47,6 +47,9 @@ pub struct RunArgs {
     /// Stop at the first bad item instead of recording it as an item error.
     #[arg(long)]
     pub strict: bool,
+    /// Model calls at the start of each task whose timings telemetry leaves out (still scored).
+    #[arg(long, default_value_t = faceval_eval::telemetry::DEFAULT_WARMUP)]
+    pub warmup: usize,
 }
 
 pub fn parse_shard(s: &str) -> Result<Shard, String> {
@@ -219,7 +222,7 @@ pub fn run(args: RunArgs, tasks_dir: &Path, baselines_dir: &Path) -> anyhow::Res
         strict: args.strict,
         progress: true,
     };
-    let summary = runner::run(&mut handle, manifest, &tasks, &opts)?;
+    let summary = runner::run_with_warmup(&mut handle, manifest, &tasks, &opts, args.warmup)?;
     let metrics = metrics::read_or_compute(&out)?;
     eprintln!(
         "{}: asked {} questions, resumed {}, {} item errors",

@@ -20,6 +20,7 @@ pub mod runner;
 pub mod score;
 pub mod stats;
 pub mod task;
+pub mod telemetry;
 
 pub use error::{input_error, is_input_error, InputError};
 pub use item::{Item, ItemError, ReadOutcome, Target};

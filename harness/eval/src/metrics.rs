@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::run_folder::{self, Manifest, Outcome, Prediction, TaskRecord};
 use crate::stats::{self, BootstrapConfig, Interval, DEFAULT_CONFIDENCE};
+use crate::telemetry::{self, RunTelemetry};
 
 /// Confusion counts: rows are targets, columns predictions, with a last column for answers
 /// that could not be read.
@@ -49,6 +50,11 @@ pub struct TaskMetrics {
 pub struct RunMetrics {
     pub model: String,
     pub tasks: BTreeMap<String, TaskMetrics>,
+    /// Latency, throughput and peak memory (`docs/telemetry.md`), per task and overall. Kept
+    /// apart from `tasks` so that the scores stay identical across reruns and shards while the
+    /// timings vary. `null` when the run carries no runner-measured times (imports).
+    #[serde(default)]
+    pub telemetry: Option<RunTelemetry>,
 }
 
 /// One scored question after circular rotations are folded together.
@@ -255,9 +261,33 @@ pub fn compute(manifest: &Manifest, predictions: &[Prediction]) -> RunMetrics {
             task_metrics(record, &preds, &bootstrap),
         );
     }
+    let scored: Vec<&Prediction> = predictions
+        .iter()
+        .filter(|p| manifest.tasks.iter().any(|t| t.name == p.task))
+        .collect();
+    let overall = telemetry::from_predictions(scored.iter().copied());
+    let per_task: BTreeMap<String, telemetry::Telemetry> = manifest
+        .tasks
+        .iter()
+        .filter_map(|t| {
+            let preds = predictions.iter().filter(|p| p.task == t.name);
+            Some((t.name.clone(), telemetry::from_predictions(preds)?))
+        })
+        .collect();
+    let run_telemetry = (overall.is_some() || manifest.resources.is_some()).then(|| RunTelemetry {
+        percentile_method: telemetry::PERCENTILE_METHOD.to_string(),
+        warmup: manifest.warmup,
+        batch_size: manifest.batch_size,
+        device: manifest.device.clone(),
+        dtype: manifest.dtype.clone(),
+        overall,
+        tasks: per_task,
+        memory: manifest.resources.clone(),
+    });
     RunMetrics {
         model: manifest.model.name.clone(),
         tasks,
+        telemetry: run_telemetry,
     }
 }
 

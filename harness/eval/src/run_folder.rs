@@ -98,6 +98,18 @@ pub struct Manifest {
     /// Free-form facts: data folder, reference split used by `majority`, importer, ...
     #[serde(default)]
     pub notes: BTreeMap<String, String>,
+    /// The machine the run used (CPU, GPUs, driver); `null` for imports and older runs.
+    #[serde(default)]
+    pub hardware: Option<crate::telemetry::Hardware>,
+    /// Questions per model call (1: every run asks one at a time).
+    #[serde(default)]
+    pub batch_size: Option<usize>,
+    /// Items per task whose timings telemetry leaves out as warm-up (`--warmup`).
+    #[serde(default)]
+    pub warmup: Option<usize>,
+    /// Peak memory measured while the run went (the higher peak over resumed attempts).
+    #[serde(default)]
+    pub resources: Option<crate::telemetry::Resources>,
 }
 
 fn format_version() -> u32 {

@@ -17,6 +17,7 @@ use crate::prompt::{questions_for, seed_from, sha256_hex, Question};
 use crate::run_folder::{self, Manifest, Outcome, Prediction, RunWriter, Shard, TaskRecord};
 use crate::score::{score_choice, score_text};
 use crate::task::{QuestionStyle, Scoring, Task};
+use crate::telemetry;
 
 /// What `faceval run` was asked to do.
 #[derive(Debug, Clone)]
@@ -197,16 +198,21 @@ fn ask(
             &q.rotation.to_string(),
         ]),
     };
-    let started = Instant::now();
+    // The runner times every model call itself, so that models which report no stage split
+    // (baselines, likelihood scoring) still get an honest end-to-end time; the split stays
+    // whatever the model reported (zeros = not reported), never estimated here.
+    let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
     if spec.scoring == Scoring::Likelihood && spec.style != QuestionStyle::Numeric {
-        match model.choice_logprobs(&request) {
+        let started = Instant::now();
+        let scored = model.choice_logprobs(&request);
+        p.timings.e2e_ms = ms(started);
+        match scored {
             Ok(Some(lp)) => {
                 let best = argmax(&lp);
                 let s = score_choice(q, best);
                 p.raw_output = best
                     .and_then(|b| q.choices.get(b).cloned())
                     .unwrap_or_default();
-                p.timings.prefill_ms = started.elapsed().as_secs_f64() * 1e3;
                 return fill(p, s);
             }
             Ok(None) => {} // the model cannot score: generate and extract instead
@@ -216,16 +222,21 @@ fn ask(
             }
         }
     }
-    match model.generate(&request) {
+    let started = Instant::now();
+    let generated = model.generate(&request);
+    let e2e_ms = ms(started);
+    match generated {
         Ok(g) => {
             let s = score_text(task, q, &item.target, &g.text);
             p.raw_output = g.text;
             p.timings = g.timings;
+            p.timings.e2e_ms = e2e_ms;
             p.prompt_tokens = g.prompt_tokens;
             p.output_tokens = g.token_ids.len();
             fill(p, s)
         }
         Err(e) => {
+            p.timings.e2e_ms = e2e_ms;
             p.error = Some(format!("{e:#}"));
             p
         }
@@ -317,18 +328,55 @@ pub fn majority_label(task: &Task, items: &[Item]) -> String {
         .unwrap_or_default()
 }
 
-/// Run the model on `tasks` into `opts.out`. Metrics are written at the end.
+/// Run the model on `tasks` into `opts.out`, leaving the first
+/// [`telemetry::DEFAULT_WARMUP`] calls of each task out of the telemetry. Metrics are written
+/// at the end.
 pub fn run(
     handle: &mut ModelHandle,
     manifest: Manifest,
     tasks: &[Task],
     opts: &RunOptions,
 ) -> anyhow::Result<RunSummary> {
+    run_with_warmup(handle, manifest, tasks, opts, telemetry::DEFAULT_WARMUP)
+}
+
+/// [`run`], with the first `warmup` model calls of each task (in this attempt) marked as
+/// warm-up: they are scored as usual and left out of the latency summaries.
+pub fn run_with_warmup(
+    handle: &mut ModelHandle,
+    manifest: Manifest,
+    tasks: &[Task],
+    opts: &RunOptions,
+    warmup: usize,
+) -> anyhow::Result<RunSummary> {
     let mut manifest = manifest;
     manifest.tasks = tasks.iter().map(task_record).collect();
     manifest.shard = opts.shard.clone();
     manifest.limit = opts.limit;
     manifest.seed = opts.seed;
+    manifest.warmup = Some(warmup);
+    manifest.batch_size = Some(telemetry::BATCH_SIZE);
+    if manifest.hardware.is_none() {
+        manifest.hardware = Some(telemetry::hardware());
+    }
+    if let ModelHandle::Loaded(m) = handle {
+        // What the loaded model says beats the caller's default.
+        let info = m.info();
+        if !info.dtype.is_empty() {
+            manifest.dtype = info.dtype;
+        }
+        if !info.device.is_empty() {
+            manifest.device = info.device;
+        }
+        if manifest.model.weight_bytes == 0 {
+            manifest.model.weight_bytes = info.weight_bytes;
+        }
+    }
+    // Peaks of an earlier attempt of this run, kept when it is resumed.
+    let earlier = run_folder::read_manifest(&opts.out)
+        .ok()
+        .and_then(|m| m.resources);
+    let monitor = telemetry::ResourceMonitor::start();
     let mut writer = RunWriter::open(&opts.out, &manifest)?;
     let mut summary = RunSummary {
         resumed: writer.resumed,
@@ -375,6 +423,10 @@ pub fn run(
             })
             .collect();
         let bar = progress_bar(opts.progress, pending.len() as u64, task.name());
+        // Calls made for this task in this attempt (warm-up is per attempt: a resumed run is
+        // cold again), and the end of the previous call, for `timings.wall_ms`.
+        let mut calls = 0usize;
+        let mut mark = Instant::now();
         // Decode a chunk of items in parallel, then ask them in order.
         for chunk in pending.chunks(32) {
             let decoded: Vec<anyhow::Result<Decoded>> =
@@ -414,6 +466,10 @@ pub fn run(
                         continue;
                     }
                     let mut p = ask(model, task, item, q, &dec, opts.seed);
+                    p.timings.warmup = calls < warmup;
+                    calls += 1;
+                    p.timings.wall_ms = mark.elapsed().as_secs_f64() * 1e3;
+                    mark = Instant::now();
                     if let Target::Number(x) = item.target {
                         p.target_value.get_or_insert(x);
                     }
@@ -430,9 +486,16 @@ pub fn run(
         bar.finish_and_clear();
     }
     writer.sync()?;
+    let mut resources = monitor.finish();
+    resources.weight_bytes = manifest.model.weight_bytes;
+    if let Some(e) = &earlier {
+        resources = resources.max(e);
+    }
+    let mut on_disk = run_folder::read_manifest(&opts.out)?;
+    on_disk.resources = Some(resources);
+    run_folder::write_json_atomic(&opts.out.join(run_folder::MANIFEST), &on_disk)?;
     crate::metrics::write_metrics(&opts.out)?;
     manifest.finished = Some(chrono::Utc::now().to_rfc3339());
-    let mut on_disk = run_folder::read_manifest(&opts.out)?;
     on_disk.finished = manifest.finished;
     run_folder::write_json_atomic(&opts.out.join(run_folder::MANIFEST), &on_disk)?;
     Ok(summary)

@@ -35,9 +35,20 @@ pub struct StepTimings {
     /// Time to first token.
     pub prefill_ms: f64,
     pub decode_ms: f64,
+    /// Wall time of the whole model call, measured by the caller around it (models leave 0).
+    #[serde(default)]
+    pub e2e_ms: f64,
+    /// Caller's wall time attributed to this item: since the previous item finished (image
+    /// decoding, scoring and writing included). Models leave 0.
+    #[serde(default)]
+    pub wall_ms: f64,
+    /// Set by the caller on the first items of a run, which telemetry leaves out as warm-up.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub warmup: bool,
 }
 
 impl StepTimings {
+    /// Sum of the four stages the model reports (not `e2e_ms`).
     pub fn total_ms(&self) -> f64 {
         self.preprocess_ms + self.vision_ms + self.prefill_ms + self.decode_ms
     }
