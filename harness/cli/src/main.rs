@@ -3,6 +3,7 @@
 //! 2 usage or input error.
 
 mod commands;
+mod parity;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -42,6 +43,8 @@ enum Command {
     Score(commands::ScoreArgs),
     /// Generate a synthetic face dataset and run every applicable task on the available models.
     Demo(commands::DemoArgs),
+    /// Check the InternVL implementation against transformers' fixtures on a device and dtype.
+    Parity(parity::ParityArgs),
 }
 
 fn main() -> ExitCode {
@@ -59,6 +62,7 @@ fn main() -> ExitCode {
         Command::Import { format } => commands::import(format),
         Command::Score(args) => commands::score(args),
         Command::Demo(args) => commands::demo(args, &cli.tasks_dir),
+        Command::Parity(args) => parity::parity(args),
     };
     match result {
         Ok(code) => code,
