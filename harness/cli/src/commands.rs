@@ -167,6 +167,7 @@ pub fn instantiate(loaded: &LoadedManifest) -> anyhow::Result<(ModelHandle, Mode
     let handle = match m.kind {
         ModelKind::Random => ModelHandle::Loaded(Box::new(faceval_models::RandomModel)),
         ModelKind::Majority => ModelHandle::Majority,
+        ModelKind::Openai => ModelHandle::Loaded(Box::new(crate::serve::connect_openai(m)?)),
         ModelKind::Internvl => {
             return Err(input_error(format!(
                 "model {}: InternVL inference is not built into this binary yet",

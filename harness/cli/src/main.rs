@@ -3,6 +3,7 @@
 //! 2 usage or input error.
 
 mod commands;
+mod serve;
 mod parity;
 
 use std::path::PathBuf;
@@ -45,6 +46,8 @@ enum Command {
     Demo(commands::DemoArgs),
     /// Check the InternVL implementation against transformers' fixtures on a device and dtype.
     Parity(parity::ParityArgs),
+    /// Serve a local model through an OpenAI-compatible HTTP API (/v1/chat/completions).
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
         Command::Import { format } => commands::import(format),
         Command::Score(args) => commands::score(args),
         Command::Demo(args) => commands::demo(args, &cli.tasks_dir),
+        Command::Serve(args) => serve::serve(args, &cli.baselines_dir),
         Command::Parity(args) => parity::parity(args),
     };
     match result {

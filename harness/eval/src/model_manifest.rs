@@ -17,6 +17,9 @@ pub enum ModelKind {
     Majority,
     /// InternVL3 / FaceLLM checkpoints in any of the layouts faceval loads.
     Internvl,
+    /// A model behind an OpenAI-compatible `/v1/chat/completions` server (vLLM, SGLang, TGI,
+    /// llama.cpp, `faceval serve`). See `docs/serving.md`.
+    Openai,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -42,6 +45,28 @@ pub struct ModelManifest {
     /// Row name in `baselines/published/*.csv`, to line local runs up with the paper.
     #[serde(default)]
     pub published_as: Option<String>,
+    /// `kind = "openai"`: the API root that `/chat/completions` hangs off, e.g.
+    /// `http://127.0.0.1:8000/v1`.
+    #[serde(default)]
+    pub base_url: String,
+    /// `kind = "openai"`: the `model` field sent to the server (defaults to `name`).
+    #[serde(default)]
+    pub api_model: String,
+    /// `kind = "openai"`: environment variable holding the bearer token (none when empty).
+    #[serde(default)]
+    pub api_key_env: String,
+    /// `kind = "openai"`: seconds one HTTP request may take before it is retried.
+    #[serde(default)]
+    pub timeout_s: Option<f64>,
+    /// `kind = "openai"`: retries after a 429, a 5xx, a timeout or a dropped connection.
+    #[serde(default)]
+    pub max_retries: Option<u32>,
+    /// `kind = "openai"`: requests in flight at once when a caller batches.
+    #[serde(default)]
+    pub max_concurrency: Option<usize>,
+    /// `kind = "openai"`: response cache folder; empty for the default, `"off"` for none.
+    #[serde(default)]
+    pub cache_dir: String,
 }
 
 fn default_dtype() -> String {
@@ -69,6 +94,13 @@ impl LoadedManifest {
                 description: String::new(),
                 params_b: None,
                 published_as: None,
+                base_url: String::new(),
+                api_model: String::new(),
+                api_key_env: String::new(),
+                timeout_s: None,
+                max_retries: None,
+                max_concurrency: None,
+                cache_dir: String::new(),
             },
             path: None,
             fingerprint: sha256_hex(name.as_bytes()),
@@ -89,6 +121,12 @@ pub fn load(path: &Path) -> anyhow::Result<LoadedManifest> {
     if manifest.kind == ModelKind::Internvl && manifest.source.is_empty() {
         return Err(input_error(format!(
             "{}: source is required for kind = \"internvl\" (a folder or hf://Org/Name)",
+            path.display()
+        )));
+    }
+    if manifest.kind == ModelKind::Openai && manifest.base_url.is_empty() {
+        return Err(input_error(format!(
+            "{}: base_url is required for kind = \"openai\" (e.g. \"http://127.0.0.1:8000/v1\")",
             path.display()
         )));
     }

@@ -168,7 +168,9 @@ fn breakdown_fields(task: &Task, item: &Item) -> std::collections::BTreeMap<Stri
         .collect()
 }
 
-/// Ask one question and score the answer.
+/// Ask one question and score the answer. An item's failure is recorded in the prediction;
+/// only [`faceval_models::ModelUnavailable`] (the model cannot answer anything now) is an
+/// `Err`, which stops the run so that rerunning resumes instead of recording every item as failed.
 fn ask(
     model: &mut dyn Model,
     task: &Task,
@@ -176,7 +178,7 @@ fn ask(
     q: &Question,
     decoded: &Decoded,
     run_seed: u64,
-) -> Prediction {
+) -> anyhow::Result<Prediction> {
     let mut p = base_prediction(task, &item.id, q.rotation);
     p.groups = item.groups.clone();
     p.cluster = item.cluster.clone();
@@ -213,12 +215,13 @@ fn ask(
                 p.raw_output = best
                     .and_then(|b| q.choices.get(b).cloned())
                     .unwrap_or_default();
-                return fill(p, s);
+                return Ok(fill(p, s));
             }
             Ok(None) => {} // the model cannot score: generate and extract instead
+            Err(e) if faceval_models::model::is_unavailable(&e) => return Err(e),
             Err(e) => {
                 p.error = Some(format!("{e:#}"));
-                return p;
+                return Ok(p);
             }
         }
     }
@@ -233,12 +236,13 @@ fn ask(
             p.timings.e2e_ms = e2e_ms;
             p.prompt_tokens = g.prompt_tokens;
             p.output_tokens = g.token_ids.len();
-            fill(p, s)
+            Ok(fill(p, s))
         }
+        Err(e) if faceval_models::model::is_unavailable(&e) => Err(e),
         Err(e) => {
             p.timings.e2e_ms = e2e_ms;
             p.error = Some(format!("{e:#}"));
-            p
+            Ok(p)
         }
     }
 }
@@ -465,7 +469,7 @@ pub fn run_with_warmup(
                     if writer.is_done(task.name(), &item.id, q.rotation) {
                         continue;
                     }
-                    let mut p = ask(model, task, item, q, &dec, opts.seed);
+                    let mut p = ask(model, task, item, q, &dec, opts.seed)?;
                     p.timings.warmup = calls < warmup;
                     calls += 1;
                     p.timings.wall_ms = mark.elapsed().as_secs_f64() * 1e3;

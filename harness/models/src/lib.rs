@@ -8,6 +8,7 @@ pub mod baselines;
 pub mod hub;
 pub mod internvl;
 pub mod model;
+pub mod openai;
 
 pub use baselines::{MajorityModel, RandomModel};
-pub use model::{Generation, Model, ModelInfo, Request, StepTimings};
+pub use model::{Generation, Model, ModelInfo, ModelUnavailable, Request, StepTimings};

@@ -100,3 +100,22 @@ pub trait Model: Send {
         Ok(None)
     }
 }
+
+/// An error meaning the model cannot answer anything now (its server is gone or keeps
+/// failing), as opposed to one item failing. A runner stops the run on it instead of writing
+/// one item error per remaining question, so that rerunning resumes where it stopped.
+#[derive(Debug, Clone)]
+pub struct ModelUnavailable(pub String);
+
+impl std::fmt::Display for ModelUnavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ModelUnavailable {}
+
+/// Whether `err` (or anything in its chain) is a [`ModelUnavailable`].
+pub fn is_unavailable(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| e.is::<ModelUnavailable>())
+}
