@@ -2,7 +2,9 @@
 //! import and inspect the runs. Exit codes: 0 success, 1 failure (or a gate regression),
 //! 2 usage or input error.
 
+mod audit;
 mod commands;
+mod gate;
 mod serve;
 mod parity;
 
@@ -46,6 +48,10 @@ enum Command {
     Demo(commands::DemoArgs),
     /// Check the InternVL implementation against transformers' fixtures on a device and dtype.
     Parity(parity::ParityArgs),
+    /// Fairness audit of run folders: per-group metrics, disparities, tests.
+    Audit(audit::AuditArgs),
+    /// Compare a candidate run with a baseline; exit 1 on a regression.
+    Gate(gate::GateArgs),
     /// Serve a local model through an OpenAI-compatible HTTP API (/v1/chat/completions).
     Serve(serve::ServeArgs),
 }
@@ -67,6 +73,8 @@ fn main() -> ExitCode {
         Command::Demo(args) => commands::demo(args, &cli.tasks_dir),
         Command::Serve(args) => serve::serve(args, &cli.baselines_dir),
         Command::Parity(args) => parity::parity(args),
+        Command::Audit(args) => audit::audit(args),
+        Command::Gate(args) => gate::gate(args),
     };
     match result {
         Ok(code) => code,

@@ -3,11 +3,13 @@
 //!
 //! It depends on `faceval-models` only through the [`faceval_models::Model`] trait.
 
+pub mod audit;
 pub mod datasets;
 pub mod demo;
 pub mod error;
 pub mod extract;
 pub mod fairness;
+pub mod gate;
 pub mod import;
 pub mod item;
 pub mod labels;

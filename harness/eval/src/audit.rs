@@ -1,0 +1,1450 @@
+//! `faceval audit`: the fairness audit of one or more run folders, per task.
+//!
+//! For each run and task this gathers the scored questions (circular rotations folded, as
+//! `metrics.rs` scores them), groups them by the requested group fields (and, on request, all
+//! their intersections) and reports, per group, accuracy and error with n and a Wilson or
+//! Clopper–Pearson interval, per-class recall and precision, MAE for numeric tasks and
+//! clustered standard errors when predictions carry a `cluster`; per grouping, the accuracy
+//! disparity measures with bootstrap intervals, fairlearn's binary measures for two-label
+//! tasks and a chi-square test of correctness × group. Every chi-square test in one report is
+//! adjusted together, Holm (confirmatory) and Benjamini–Hochberg (exploratory).
+//!
+//! All statistics come from [`crate::stats`] and [`crate::fairness`]; this module only selects
+//! the data, keeps groupings aligned with it, and assembles the report. The JSON form is
+//! documented in `docs/audit.md`; [`to_markdown`] renders the readable form.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::input_error;
+use crate::fairness::{
+    self, accuracy_disparities, binary_fairness, group_accuracy, group_by,
+    groupings_with_intersections, mae_by_group, per_class_by_group, BinaryFairness,
+    FairnessOptions, GroupClassMetrics, GroupMae, Grouping, Measure,
+};
+use crate::run_folder::{self, Manifest, Outcome, Prediction, TaskRecord};
+use crate::stats::{
+    self, clustered_mean_se, hypothesis::correctness_by_group, BootstrapConfig, ChiSquare,
+    ClusterCorrection, ClusteredMean, Interval,
+};
+use crate::task::Task;
+
+/// Version of the audit JSON (`docs/audit.md`).
+pub const AUDIT_FORMAT: u32 = 1;
+
+/// Label used for answers that could not be read, in per-class metrics.
+pub const UNPARSEABLE_LABEL: &str = "(unparseable)";
+
+/// Which interval a proportion gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ProportionInterval {
+    #[default]
+    Wilson,
+    ClopperPearson,
+}
+
+impl ProportionInterval {
+    fn compute(self, k: u64, n: u64, confidence: f64) -> Result<Interval> {
+        match self {
+            ProportionInterval::Wilson => stats::wilson(k, n, confidence),
+            ProportionInterval::ClopperPearson => stats::clopper_pearson(k, n, confidence),
+        }
+    }
+}
+
+/// What to audit and how.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditOptions {
+    /// Group fields; `None` uses each task record's `groups`.
+    pub by: Option<Vec<String>>,
+    /// Also every intersection of the fields.
+    pub intersections: bool,
+    /// Minimum group size; `None` takes the task's `fairness.min_group` (when its TOML is
+    /// found with the recorded fingerprint) or 30.
+    pub min_group: Option<usize>,
+    pub interval: ProportionInterval,
+    pub confidence: f64,
+    pub resamples: usize,
+    /// Only these tasks (all when empty).
+    pub tasks: Vec<String>,
+    /// Positive class of two-label tasks, for fairlearn's binary measures; `None` takes the
+    /// second label of the task's label list.
+    pub positive: Option<String>,
+}
+
+impl Default for AuditOptions {
+    fn default() -> Self {
+        AuditOptions {
+            by: None,
+            intersections: false,
+            min_group: None,
+            interval: ProportionInterval::Wilson,
+            confidence: stats::DEFAULT_CONFIDENCE,
+            resamples: 2000,
+            tasks: vec![],
+            positive: None,
+        }
+    }
+}
+
+/// The whole audit: one entry per run, and every test in it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditReport {
+    pub format: u32,
+    pub confidence: f64,
+    pub interval: ProportionInterval,
+    pub resamples: usize,
+    pub intersections: bool,
+    pub runs: Vec<RunAudit>,
+    /// Every chi-square test of the report with its raw and adjusted p-values. Holm controls
+    /// the family-wise error over all of them (confirmatory reading); Benjamini–Hochberg the
+    /// false discovery rate (exploratory reading).
+    pub tests: Vec<TestRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunAudit {
+    /// The run folder as given.
+    pub run: String,
+    pub model: String,
+    pub tasks: Vec<TaskAudit>,
+    /// Tasks of the run that were not audited, and why.
+    pub skipped: Vec<SkippedTask>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SkippedTask {
+    pub task: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskAudit {
+    pub task: String,
+    pub version: String,
+    pub fingerprint: String,
+    pub style: String,
+    /// Scored questions (circular tasks: items).
+    pub n: usize,
+    pub n_errors: usize,
+    pub n_unparseable: usize,
+    pub min_group: usize,
+    /// `"option"`, `"task"` (the task TOML's `fairness.min_group`) or `"default"`.
+    pub min_group_source: String,
+    /// Group fields used, in order.
+    pub fields: Vec<String>,
+    /// Requested names that were read from another field (`age` → `age_bin`).
+    pub field_aliases: BTreeMap<String, String>,
+    /// Every group field the task's predictions carry.
+    pub available_fields: Vec<String>,
+    pub overall: Option<Interval>,
+    /// Standard error of overall accuracy with clustering, when predictions carry clusters.
+    pub overall_clustered: Option<ClusteredMean>,
+    pub mae: Option<Interval>,
+    /// Positive class used for binary measures (two-label tasks).
+    pub positive_label: Option<String>,
+    pub groupings: Vec<GroupingReport>,
+    /// Things the reader should know (measures left out and why).
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupReport {
+    pub key: String,
+    pub n: u64,
+    /// Below the minimum group size: shown, flagged, left out of disparities and tests.
+    pub small: bool,
+    pub correct: Option<u64>,
+    pub accuracy: Option<Interval>,
+    pub error: Option<Interval>,
+    /// Accuracy's standard error with clustering (when predictions carry clusters).
+    pub clustered: Option<ClusteredMean>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupingReport {
+    /// Field names joined with `" × "`.
+    pub name: String,
+    pub fields: Vec<String>,
+    pub groups: Vec<GroupReport>,
+    pub small_groups: Vec<String>,
+    pub empty_intersections: Vec<String>,
+    pub empty_intersection_count: u64,
+    /// Questions with a missing value in one of the fields.
+    pub missing: usize,
+    /// Accuracy disparity measures (`fairness::ACCURACY_MEASURES`).
+    pub measures: Vec<Measure>,
+    pub chi_square: Option<ChiSquare>,
+    /// Index into [`AuditReport::tests`].
+    pub test: Option<usize>,
+    pub p_holm: Option<f64>,
+    pub p_bh: Option<f64>,
+    /// Per-class recall and precision per group (label tasks).
+    pub per_class: Vec<GroupClassMetrics>,
+    /// Per-group MAE (numeric tasks).
+    pub mae: Vec<GroupMae>,
+    /// fairlearn's binary measures (two-label tasks).
+    pub binary: Option<BinaryFairness>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TestRecord {
+    pub run: String,
+    pub task: String,
+    pub grouping: String,
+    pub test: String,
+    pub statistic: Option<f64>,
+    pub dof: usize,
+    pub p_value: f64,
+    pub p_holm: f64,
+    pub p_bh: f64,
+}
+
+/// One scored question: rotations of a circular question folded into one.
+#[derive(Debug, Clone)]
+pub struct Scored<'a> {
+    pub first: &'a Prediction,
+    pub correct: bool,
+    pub unparseable: bool,
+}
+
+/// Scored questions of one task and the number of error items, following the scoring rules
+/// of `docs/run-format.md` exactly as `metrics.rs` applies them: error lines are left out;
+/// a circular question is correct only when every rotation is, and is an error when any is.
+pub fn scored<'a>(record: &TaskRecord, preds: &[&'a Prediction]) -> (Vec<Scored<'a>>, usize) {
+    if !record.circular {
+        // One line is one question: no need to gather rotations (this keeps a 10⁶-line
+        // audit from spending its time sorting ids).
+        let mut out = Vec::with_capacity(preds.len());
+        let mut errors = 0;
+        for p in preds {
+            if p.outcome == Outcome::Error {
+                errors += 1;
+            } else {
+                out.push(Scored {
+                    first: p,
+                    correct: p.correct == Some(true),
+                    unparseable: p.outcome == Outcome::Unparseable,
+                });
+            }
+        }
+        return (out, errors);
+    }
+    let mut by_id: BTreeMap<&str, Vec<&'a Prediction>> = BTreeMap::new();
+    for p in preds {
+        by_id.entry(p.id.as_str()).or_default().push(p);
+    }
+    let mut out = Vec::with_capacity(preds.len());
+    let mut errors = 0;
+    for (_, mut group) in by_id {
+        group.sort_by_key(|p| p.rotation);
+        if group.iter().any(|p| p.outcome == Outcome::Error) {
+            errors += 1;
+            continue;
+        }
+        out.push(Scored {
+            first: group[0],
+            correct: group.iter().all(|p| p.correct == Some(true)),
+            unparseable: group.iter().any(|p| p.outcome == Outcome::Unparseable),
+        });
+    }
+    (out, errors)
+}
+
+/// A run folder read whole.
+pub struct LoadedRun {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+    pub predictions: Vec<Prediction>,
+}
+
+impl LoadedRun {
+    pub fn load(dir: &Path) -> Result<LoadedRun> {
+        let manifest = run_folder::read_manifest(dir)?;
+        let predictions =
+            run_folder::read_predictions(&dir.join(run_folder::PREDICTIONS))?.predictions;
+        Ok(LoadedRun {
+            dir: dir.to_path_buf(),
+            manifest,
+            predictions,
+        })
+    }
+
+    /// Predictions of each task, in file order.
+    pub fn by_task(&self) -> HashMap<&str, Vec<&Prediction>> {
+        let mut map: HashMap<&str, Vec<&Prediction>> = HashMap::new();
+        for p in &self.predictions {
+            map.entry(p.task.as_str()).or_default().push(p);
+        }
+        map
+    }
+}
+
+/// Refuse to put runs side by side when one task name means different tasks in them.
+pub fn check_comparable(runs: &[LoadedRun]) -> Result<()> {
+    let mut seen: BTreeMap<&str, (&Path, &TaskRecord)> = BTreeMap::new();
+    for run in runs {
+        for record in &run.manifest.tasks {
+            match seen.get(record.name.as_str()) {
+                None => {
+                    seen.insert(&record.name, (&run.dir, record));
+                }
+                Some((dir, first)) => {
+                    if first.version != record.version || first.fingerprint != record.fingerprint {
+                        return Err(input_error(format!(
+                            "task {} cannot be compared across these runs: {} has version {} (fingerprint {}…) \
+                             but {} has version {} (fingerprint {}…); the task definition changed, so the \
+                             scores measure different things. Audit them separately or rerun one of them",
+                            record.name,
+                            dir.display(),
+                            first.version,
+                            short(&first.fingerprint),
+                            run.dir.display(),
+                            record.version,
+                            short(&record.fingerprint)
+                        )));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn short(fp: &str) -> &str {
+    &fp[..12.min(fp.len())]
+}
+
+/// Audit run folders.
+pub fn audit_dirs(dirs: &[PathBuf], options: &AuditOptions) -> Result<AuditReport> {
+    if dirs.is_empty() {
+        return Err(input_error("give at least one run folder"));
+    }
+    let runs: Vec<LoadedRun> = dirs
+        .iter()
+        .map(|d| LoadedRun::load(d))
+        .collect::<Result<_>>()?;
+    audit_runs(&runs, options)
+}
+
+/// Audit loaded runs.
+pub fn audit_runs(runs: &[LoadedRun], options: &AuditOptions) -> Result<AuditReport> {
+    if !(options.confidence > 0.0 && options.confidence < 1.0) {
+        return Err(input_error(format!(
+            "--confidence must be strictly between 0 and 1, got {}",
+            options.confidence
+        )));
+    }
+    if options.resamples < 2 {
+        return Err(input_error(format!(
+            "--resamples must be at least 2, got {}",
+            options.resamples
+        )));
+    }
+    if options.min_group == Some(0) {
+        return Err(input_error("--min-group must be at least 1"));
+    }
+    check_comparable(runs)?;
+    for name in &options.tasks {
+        if !runs
+            .iter()
+            .any(|r| r.manifest.tasks.iter().any(|t| &t.name == name))
+        {
+            let known: BTreeSet<&str> = runs
+                .iter()
+                .flat_map(|r| r.manifest.tasks.iter().map(|t| t.name.as_str()))
+                .collect();
+            return Err(input_error(format!(
+                "--task {name}: no run has this task; the runs have: {}",
+                known.into_iter().collect::<Vec<_>>().join(", ")
+            )));
+        }
+    }
+    let mut report = AuditReport {
+        format: AUDIT_FORMAT,
+        confidence: options.confidence,
+        interval: options.interval,
+        resamples: options.resamples,
+        intersections: options.intersections,
+        runs: Vec::new(),
+        tests: Vec::new(),
+    };
+    let mut unusable: Vec<String> = Vec::new();
+    for run in runs {
+        let by_task = run.by_task();
+        let mut run_audit = RunAudit {
+            run: run.dir.display().to_string(),
+            model: run.manifest.model.name.clone(),
+            tasks: Vec::new(),
+            skipped: Vec::new(),
+        };
+        for (t_index, record) in run.manifest.tasks.iter().enumerate() {
+            if !options.tasks.is_empty() && !options.tasks.contains(&record.name) {
+                continue;
+            }
+            let preds = by_task
+                .get(record.name.as_str())
+                .cloned()
+                .unwrap_or_default();
+            let seed = BootstrapConfig {
+                resamples: options.resamples,
+                confidence: options.confidence,
+                seed: run.manifest.seed,
+            }
+            .salted(t_index as u64 + 1);
+            match audit_task(&run.dir, record, &preds, options, seed)? {
+                Ok(task_audit) => run_audit.tasks.push(task_audit),
+                Err(reason) => {
+                    unusable.push(format!(
+                        "{} task {}: {reason}",
+                        run.dir.display(),
+                        record.name
+                    ));
+                    run_audit.skipped.push(SkippedTask {
+                        task: record.name.clone(),
+                        reason,
+                    });
+                }
+            }
+        }
+        report.runs.push(run_audit);
+    }
+    if report.runs.iter().all(|r| r.tasks.is_empty()) {
+        return Err(input_error(format!(
+            "nothing to audit:\n  {}",
+            if unusable.is_empty() {
+                "the runs hold no tasks".to_string()
+            } else {
+                unusable.join("\n  ")
+            }
+        )));
+    }
+    adjust_tests(&mut report)?;
+    Ok(report)
+}
+
+/// Collect every defined chi-square p-value and adjust them all together.
+fn adjust_tests(report: &mut AuditReport) -> Result<()> {
+    let mut tests = Vec::new();
+    for run in &report.runs {
+        for task in &run.tasks {
+            for g in &task.groupings {
+                if let Some(cs) = &g.chi_square {
+                    if let Some(p) = cs.p_value {
+                        tests.push(TestRecord {
+                            run: run.run.clone(),
+                            task: task.task.clone(),
+                            grouping: g.name.clone(),
+                            test: "chi_square_correctness_by_group".into(),
+                            statistic: cs.statistic,
+                            dof: cs.dof,
+                            p_value: p,
+                            p_holm: p,
+                            p_bh: p,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    let raw: Vec<f64> = tests.iter().map(|t| t.p_value).collect();
+    let holm = stats::holm(&raw)?;
+    let bh = stats::benjamini_hochberg(&raw)?;
+    for (t, (h, b)) in tests.iter_mut().zip(holm.into_iter().zip(bh)) {
+        t.p_holm = h;
+        t.p_bh = b;
+    }
+    let mut next = 0;
+    for run in &mut report.runs {
+        for task in &mut run.tasks {
+            for g in &mut task.groupings {
+                if g.chi_square.as_ref().and_then(|c| c.p_value).is_some() {
+                    g.test = Some(next);
+                    g.p_holm = Some(tests[next].p_holm);
+                    g.p_bh = Some(tests[next].p_bh);
+                    next += 1;
+                }
+            }
+        }
+    }
+    report.tests = tests;
+    Ok(())
+}
+
+/// The task's own minimum group size, when its TOML is where the run recorded it and is the
+/// same file (same fingerprint).
+pub(crate) fn task_min_group(record: &TaskRecord, run_dir: &Path) -> Option<usize> {
+    if record.path.is_empty() {
+        return None;
+    }
+    let recorded = Path::new(&record.path);
+    let candidates = [recorded.to_path_buf(), run_dir.join(recorded)];
+    candidates.iter().find_map(|p| {
+        let t = Task::load(p).ok()?;
+        (t.fingerprint == record.fingerprint).then_some(t.spec.fairness.min_group)
+    })
+}
+
+/// The fields used, and requested names read from another field.
+type ResolvedFields = (Vec<String>, BTreeMap<String, String>);
+
+/// Which recorded field answers each requested one: itself, or `<name>_bin` (FairFace and
+/// UTKFace record age bins as `age_bin`).
+fn resolve_fields(
+    requested: &[String],
+    available: &BTreeSet<String>,
+) -> std::result::Result<ResolvedFields, Vec<String>> {
+    let mut used = Vec::new();
+    let mut aliases = BTreeMap::new();
+    let mut unknown = Vec::new();
+    for f in requested {
+        if available.contains(f) {
+            used.push(f.clone());
+        } else if available.contains(&format!("{f}_bin")) {
+            let bin = format!("{f}_bin");
+            aliases.insert(f.clone(), bin.clone());
+            used.push(bin);
+        } else {
+            unknown.push(f.clone());
+        }
+    }
+    if unknown.is_empty() {
+        used.dedup();
+        Ok((used, aliases))
+    } else {
+        Err(unknown)
+    }
+}
+
+/// Keep only the items where `keep` is true, renumbering groups so that none is empty.
+fn subset_grouping(grouping: &Grouping, keep: &[bool]) -> Grouping {
+    let mut sizes = vec![0u64; grouping.keys.len()];
+    for (g, k) in grouping.assignment.iter().zip(keep) {
+        if let (Some(g), true) = (g, k) {
+            sizes[*g as usize] += 1;
+        }
+    }
+    let mut remap = vec![None; sizes.len()];
+    let mut keys = Vec::new();
+    for (g, &s) in sizes.iter().enumerate() {
+        if s > 0 {
+            remap[g] = Some(keys.len() as u32);
+            keys.push(grouping.keys[g].clone());
+        }
+    }
+    let mut missing = 0;
+    let assignment = grouping
+        .assignment
+        .iter()
+        .zip(keep)
+        .filter(|(_, k)| **k)
+        .map(|(g, _)| {
+            let r = g.and_then(|g| remap[g as usize]);
+            if r.is_none() {
+                missing += 1;
+            }
+            r
+        })
+        .collect();
+    Grouping {
+        name: grouping.name.clone(),
+        fields: grouping.fields.clone(),
+        keys,
+        assignment,
+        empty_intersections: grouping.empty_intersections.clone(),
+        empty_count: grouping.empty_count,
+        missing,
+    }
+}
+
+/// Audit one task of one run. The outer error is a real failure; the inner `Err` is a reason
+/// to skip the task (no usable group fields), which becomes an input error only when no task
+/// at all can be audited.
+fn audit_task(
+    run_dir: &Path,
+    record: &TaskRecord,
+    preds: &[&Prediction],
+    options: &AuditOptions,
+    bootstrap: BootstrapConfig,
+) -> Result<std::result::Result<TaskAudit, String>> {
+    let (items, n_errors) = scored(record, preds);
+    let available: BTreeSet<String> = preds
+        .iter()
+        .flat_map(|p| p.groups.keys().cloned())
+        .collect();
+    let avail_list = || {
+        if available.is_empty() {
+            "none (its predictions carry no `groups`)".to_string()
+        } else {
+            available.iter().cloned().collect::<Vec<_>>().join(", ")
+        }
+    };
+    if items.is_empty() {
+        return Ok(Err(format!(
+            "no scored questions ({} predictions, {n_errors} errors)",
+            preds.len()
+        )));
+    }
+    let requested: Vec<String> = match &options.by {
+        Some(by) => by.clone(),
+        None if !record.groups.is_empty() => record.groups.clone(),
+        None => available.iter().cloned().collect(),
+    };
+    if requested.is_empty() {
+        return Ok(Err(format!(
+            "no group fields: the task record lists none and the predictions carry none; available fields: {}",
+            avail_list()
+        )));
+    }
+    let (fields, field_aliases) = match resolve_fields(&requested, &available) {
+        Ok(x) => x,
+        Err(unknown) => {
+            let msg = format!(
+                "unknown group field{} {}; available fields: {}",
+                if unknown.len() > 1 { "s" } else { "" },
+                unknown.join(", "),
+                avail_list()
+            );
+            // An explicit --by naming a field no task has is a usage error right away.
+            return Ok(Err(msg));
+        }
+    };
+    let (min_group, min_group_source) = match options.min_group {
+        Some(m) => (m, "option"),
+        None => match task_min_group(record, run_dir) {
+            Some(m) => (m, "task"),
+            None => (fairness::DEFAULT_MIN_GROUP_SIZE, "default"),
+        },
+    };
+    let fopts = FairnessOptions {
+        min_group_size: min_group,
+        bootstrap,
+    };
+    let columns: Vec<Vec<&str>> = fields
+        .iter()
+        .map(|f| {
+            items
+                .iter()
+                .map(|s| s.first.groups.get(f).map(String::as_str).unwrap_or(""))
+                .collect()
+        })
+        .collect();
+    let named: Vec<(&str, &[&str])> = fields
+        .iter()
+        .zip(&columns)
+        .map(|(f, c)| (f.as_str(), c.as_slice()))
+        .collect();
+    let groupings: Vec<Grouping> = if options.intersections {
+        groupings_with_intersections(&named)?
+    } else {
+        named
+            .iter()
+            .map(|f| group_by(std::slice::from_ref(f)))
+            .collect::<Result<_>>()?
+    };
+
+    let numeric = record.style == "numeric";
+    let has_correctness = !numeric || items.iter().any(|s| s.first.correct.is_some());
+    let correct: Vec<bool> = items.iter().map(|s| s.correct).collect();
+    let n = items.len();
+    let k = correct.iter().filter(|c| **c).count() as u64;
+    let mut notes = Vec::new();
+    let overall = if has_correctness {
+        Some(options.interval.compute(k, n as u64, options.confidence)?)
+    } else {
+        notes.push("numeric task without bins: no accuracy, MAE only".to_string());
+        None
+    };
+
+    // Clusters: an item without one is its own cluster.
+    let has_clusters = items.iter().any(|s| s.first.cluster.is_some());
+    let cluster_of: Vec<&str> = if has_clusters {
+        items
+            .iter()
+            .map(|s| s.first.cluster.as_deref().unwrap_or(s.first.id.as_str()))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let values: Vec<f64> = correct.iter().map(|&c| f64::from(u8::from(c))).collect();
+    let overall_clustered = if has_clusters && has_correctness {
+        Some(clustered_mean_se(
+            &values,
+            &cluster_of,
+            ClusterCorrection::default(),
+        )?)
+    } else {
+        None
+    };
+
+    // Numeric answers for MAE.
+    let numeric_pairs: Vec<Option<(f64, f64)>> = if numeric {
+        items
+            .iter()
+            .map(|s| Some((s.first.target_value?, s.first.parsed_value?)))
+            .map(|p| p.filter(|(t, v)| t.is_finite() && v.is_finite()))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mae = if numeric {
+        let errs: Vec<f64> = numeric_pairs
+            .iter()
+            .flatten()
+            .map(|(t, p)| (t - p).abs())
+            .collect();
+        if errs.is_empty() {
+            None
+        } else {
+            Some(stats::bootstrap_mean(&errs, &bootstrap.salted(0x3ae))?)
+        }
+    } else {
+        None
+    };
+
+    // Per-class metrics need every scored item's target label.
+    let label_task = !numeric && !record.labels.is_empty() && !record.circular;
+    let per_class_ok = label_task && items.iter().all(|s| s.first.target_label.is_some());
+    if label_task && !per_class_ok {
+        notes.push("per-class metrics left out: some predictions lack target_label".into());
+    }
+    if record.circular {
+        notes.push(
+            "circular task: per-class and binary measures are left out (a question is scored over all its rotations)"
+                .into(),
+        );
+    }
+    let truth_labels: Vec<&str> = if per_class_ok {
+        items
+            .iter()
+            .map(|s| s.first.target_label.as_deref().unwrap_or(""))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let pred_labels: Vec<&str> = if per_class_ok {
+        items
+            .iter()
+            .map(|s| {
+                if s.unparseable {
+                    UNPARSEABLE_LABEL
+                } else {
+                    s.first.parsed_label.as_deref().unwrap_or(UNPARSEABLE_LABEL)
+                }
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+
+    // fairlearn's binary measures for two-label tasks; unparseable answers are neither
+    // positive nor negative predictions, so they are left out of these measures only.
+    let positive_label = if per_class_ok && record.labels.len() == 2 {
+        let pos = options
+            .positive
+            .clone()
+            .unwrap_or_else(|| record.labels[1].clone());
+        if !record.labels.contains(&pos) {
+            return Err(input_error(format!(
+                "--positive {pos}: task {} has labels {}",
+                record.name,
+                record.labels.join(", ")
+            )));
+        }
+        Some(pos)
+    } else {
+        None
+    };
+    let binary_keep: Vec<bool> = if positive_label.is_some() {
+        items.iter().map(|s| !s.unparseable).collect()
+    } else {
+        Vec::new()
+    };
+    if positive_label.is_some() {
+        let left_out = binary_keep.iter().filter(|k| !**k).count();
+        if left_out > 0 {
+            notes.push(format!(
+                "binary measures leave out {left_out} unparseable answers (neither a positive nor a negative prediction)"
+            ));
+        }
+    }
+    let (bin_truth, bin_pred): (Vec<bool>, Vec<bool>) = match &positive_label {
+        Some(pos) => truth_labels
+            .iter()
+            .zip(&pred_labels)
+            .zip(&binary_keep)
+            .filter(|(_, k)| **k)
+            .map(|((t, p), _)| (*t == pos, *p == pos))
+            .unzip(),
+        None => (Vec::new(), Vec::new()),
+    };
+    let numeric_keep: Vec<bool> = numeric_pairs.iter().map(Option::is_some).collect();
+    let (num_truth, num_pred): (Vec<f64>, Vec<f64>) =
+        numeric_pairs.iter().flatten().copied().unzip();
+
+    let reports: Vec<GroupingReport> = groupings
+        .par_iter()
+        .enumerate()
+        .map(|(gi, grouping)| {
+            let salted = FairnessOptions {
+                bootstrap: fopts.bootstrap.salted(gi as u64 + 1),
+                ..fopts
+            };
+            let sizes = grouping.sizes();
+            let mut report = GroupingReport {
+                name: grouping.name.clone(),
+                fields: grouping.fields.clone(),
+                groups: Vec::new(),
+                small_groups: Vec::new(),
+                empty_intersections: grouping.empty_intersections.clone(),
+                empty_intersection_count: grouping.empty_count,
+                missing: grouping.missing,
+                measures: Vec::new(),
+                chi_square: None,
+                test: None,
+                p_holm: None,
+                p_bh: None,
+                per_class: Vec::new(),
+                mae: Vec::new(),
+                binary: None,
+            };
+            let clustered = if has_clusters && has_correctness {
+                clustered_by_group(&values, &cluster_of, grouping)?
+            } else {
+                vec![None; grouping.keys.len()]
+            };
+            if has_correctness {
+                let mut groups = group_accuracy(&correct, grouping, &salted)?;
+                report.measures = accuracy_disparities(&groups, &salted)?;
+                let large: Vec<_> = groups.iter().filter(|g| !g.small).collect();
+                report.chi_square = Some(correctness_by_group(
+                    &large.iter().map(|g| g.correct).collect::<Vec<_>>(),
+                    &large.iter().map(|g| g.n).collect::<Vec<_>>(),
+                )?);
+                for (g, c) in groups.iter_mut().zip(clustered) {
+                    if options.interval == ProportionInterval::ClopperPearson {
+                        g.accuracy = stats::clopper_pearson(g.correct, g.n, options.confidence)?;
+                        g.error = stats::clopper_pearson(g.n - g.correct, g.n, options.confidence)?;
+                    }
+                    report.groups.push(GroupReport {
+                        key: g.key.clone(),
+                        n: g.n,
+                        small: g.small,
+                        correct: Some(g.correct),
+                        accuracy: Some(g.accuracy.clone()),
+                        error: Some(g.error.clone()),
+                        clustered: c,
+                    });
+                }
+            } else {
+                for (key, &n) in grouping.keys.iter().zip(&sizes) {
+                    report.groups.push(GroupReport {
+                        key: key.clone(),
+                        n,
+                        small: (n as usize) < min_group,
+                        correct: None,
+                        accuracy: None,
+                        error: None,
+                        clustered: None,
+                    });
+                }
+            }
+            report.small_groups = report
+                .groups
+                .iter()
+                .filter(|g| g.small)
+                .map(|g| g.key.clone())
+                .collect();
+            if per_class_ok {
+                report.per_class =
+                    per_class_by_group(&truth_labels, &pred_labels, grouping, &salted)?;
+            }
+            if positive_label.is_some() && !bin_truth.is_empty() {
+                let sub = subset_grouping(grouping, &binary_keep);
+                report.binary = Some(binary_fairness(&bin_truth, &bin_pred, &sub, &salted)?);
+            }
+            if numeric && !num_truth.is_empty() {
+                let sub = subset_grouping(grouping, &numeric_keep);
+                report.mae = mae_by_group(&num_truth, &num_pred, &sub, &salted)?;
+            }
+            Ok(report)
+        })
+        .collect::<Result<_>>()?;
+
+    Ok(Ok(TaskAudit {
+        task: record.name.clone(),
+        version: record.version.clone(),
+        fingerprint: record.fingerprint.clone(),
+        style: record.style.clone(),
+        n,
+        n_errors,
+        n_unparseable: items.iter().filter(|s| s.unparseable).count(),
+        min_group,
+        min_group_source: min_group_source.into(),
+        fields,
+        field_aliases,
+        available_fields: available.into_iter().collect(),
+        overall,
+        overall_clustered,
+        mae,
+        positive_label,
+        groupings: reports,
+        notes,
+    }))
+}
+
+/// Clustered standard error of accuracy within each group.
+fn clustered_by_group(
+    values: &[f64],
+    clusters: &[&str],
+    grouping: &Grouping,
+) -> Result<Vec<Option<ClusteredMean>>> {
+    let mut per: Vec<(Vec<f64>, Vec<&str>)> = vec![(Vec::new(), Vec::new()); grouping.keys.len()];
+    for ((v, c), g) in values.iter().zip(clusters).zip(&grouping.assignment) {
+        if let Some(g) = g {
+            per[*g as usize].0.push(*v);
+            per[*g as usize].1.push(c);
+        }
+    }
+    per.iter()
+        .map(|(v, c)| {
+            if v.is_empty() {
+                Ok(None)
+            } else {
+                clustered_mean_se(v, c, ClusterCorrection::default()).map(Some)
+            }
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Markdown
+
+fn pct(x: f64) -> String {
+    format!("{:.1}", 100.0 * x)
+}
+
+fn interval_pct(i: &Interval) -> String {
+    format!("{} [{}, {}]", pct(i.estimate), pct(i.low), pct(i.high))
+}
+
+fn p_fmt(p: f64) -> String {
+    // Exact tail probabilities on 10⁶ pairs underflow to 0; say so instead of "0e0".
+    if p < f64::MIN_POSITIVE {
+        "< 1e-300".to_string()
+    } else if p < 1e-4 {
+        format!("{p:.1e}")
+    } else {
+        format!("{p:.4}")
+    }
+}
+
+/// A measure's value in the unit it is reported in: accuracies and differences in points,
+/// ratios as plain numbers.
+fn measure_fmt(m: &Measure) -> String {
+    let points = !(m.name.contains("ratio"));
+    let f = |x: f64| {
+        if points {
+            format!("{:.1}", 100.0 * x)
+        } else {
+            format!("{x:.3}")
+        }
+    };
+    match m.estimate {
+        None => format!(
+            "undefined ({})",
+            m.reason.as_deref().unwrap_or("no reason given")
+        ),
+        Some(e) => match (m.low, m.high) {
+            (Some(l), Some(h)) => format!("{} [{}, {}]", f(e), f(l), f(h)),
+            _ => format!(
+                "{} ({})",
+                f(e),
+                m.reason.as_deref().unwrap_or("no interval")
+            ),
+        },
+    }
+}
+
+/// The readable report.
+pub fn to_markdown(report: &AuditReport) -> String {
+    let mut s = String::new();
+    let conf = format!("{:.0}%", 100.0 * report.confidence);
+    let method = match report.interval {
+        ProportionInterval::Wilson => "Wilson",
+        ProportionInterval::ClopperPearson => "Clopper–Pearson",
+    };
+    let _ = writeln!(s, "# Fairness audit\n");
+    let _ = writeln!(
+        s,
+        "Accuracies are percentages with {conf} {method} intervals; disparity measures have {conf} \
+         within-group bootstrap intervals ({} resamples). Differences are in points. Groups below \
+         the minimum size are shown with ⚠ and left out of gaps, ratios and tests. Chi-square \
+         p-values are adjusted across all {} tests of this report: Holm (confirmatory) and \
+         Benjamini–Hochberg (exploratory).\n",
+        report.resamples,
+        report.tests.len()
+    );
+    // Summary across runs.
+    let _ = writeln!(s, "## Summary\n");
+    let _ = writeln!(
+        s,
+        "| run | model | task | n | accuracy | grouping | worst group | max−min gap | χ² p (Holm) |"
+    );
+    let _ = writeln!(s, "|---|---|---|---:|---|---|---|---|---|");
+    for run in &report.runs {
+        for t in &run.tasks {
+            for g in t.groupings.iter().filter(|g| g.fields.len() == 1) {
+                let worst = g
+                    .groups
+                    .iter()
+                    .filter(|x| !x.small)
+                    .filter_map(|x| Some((x, x.accuracy.as_ref()?.estimate)))
+                    .min_by(|a, b| a.1.total_cmp(&b.1))
+                    .map(|(x, a)| format!("{} ({})", x.key, pct(a)))
+                    .unwrap_or_else(|| "—".into());
+                let gap = g
+                    .measures
+                    .iter()
+                    .find(|m| m.name == "difference_between_groups")
+                    .map(measure_fmt)
+                    .unwrap_or_else(|| "—".into());
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    run.run,
+                    run.model,
+                    t.task,
+                    t.n,
+                    t.overall
+                        .as_ref()
+                        .map(interval_pct)
+                        .unwrap_or_else(|| "—".into()),
+                    g.name,
+                    worst,
+                    gap,
+                    g.p_holm.map(p_fmt).unwrap_or_else(|| "—".into())
+                );
+            }
+        }
+    }
+    let _ = writeln!(s);
+    for run in &report.runs {
+        let _ = writeln!(s, "## Run `{}` — {}\n", run.run, run.model);
+        for skip in &run.skipped {
+            let _ = writeln!(s, "- task **{}** not audited: {}", skip.task, skip.reason);
+        }
+        if !run.skipped.is_empty() {
+            let _ = writeln!(s);
+        }
+        for t in &run.tasks {
+            task_markdown(&mut s, t);
+        }
+    }
+    s
+}
+
+fn task_markdown(s: &mut String, t: &TaskAudit) {
+    let _ = writeln!(s, "### {} (v{})\n", t.task, t.version);
+    let _ = writeln!(
+        s,
+        "n = {} scored questions, {} errors, {} unparseable. Minimum group size {} ({}). Fields: {}.",
+        t.n,
+        t.n_errors,
+        t.n_unparseable,
+        t.min_group,
+        t.min_group_source,
+        t.fields.join(", ")
+    );
+    for (asked, used) in &t.field_aliases {
+        let _ = writeln!(s, "Field `{asked}` is read from `{used}`.");
+    }
+    if let Some(o) = &t.overall {
+        let _ = write!(s, "Overall accuracy {}", interval_pct(o));
+        if let Some(c) = &t.overall_clustered {
+            let _ = write!(
+                s,
+                "; standard error {:.2} points iid, {:.2} clustered over {} clusters",
+                100.0 * c.se_iid,
+                100.0 * c.se_clustered,
+                c.clusters
+            );
+        }
+        let _ = writeln!(s, ".");
+    }
+    if let Some(m) = &t.mae {
+        let _ = writeln!(
+            s,
+            "MAE {:.2} [{:.2}, {:.2}] over {} readable answers.",
+            m.estimate, m.low, m.high, m.n
+        );
+    }
+    for note in &t.notes {
+        let _ = writeln!(s, "Note: {note}.");
+    }
+    let _ = writeln!(s);
+    for g in &t.groupings {
+        let _ = writeln!(s, "#### By {}\n", g.name);
+        let clustered = g.groups.iter().any(|x| x.clustered.is_some());
+        let has_acc = g.groups.iter().any(|x| x.accuracy.is_some());
+        let mae_of: HashMap<&str, &GroupMae> = g.mae.iter().map(|m| (m.key.as_str(), m)).collect();
+        let _ = write!(s, "| group | n |");
+        if has_acc {
+            let _ = write!(s, " accuracy | error |");
+        }
+        if clustered {
+            let _ = write!(s, " clustered SE |");
+        }
+        if !g.mae.is_empty() {
+            let _ = write!(s, " MAE |");
+        }
+        let _ = writeln!(s, " |");
+        let cols =
+            3 + 2 * usize::from(has_acc) + usize::from(clustered) + usize::from(!g.mae.is_empty());
+        let _ = writeln!(s, "|---|---:|{}", "---|".repeat(cols - 2));
+        for x in &g.groups {
+            let _ = write!(s, "| {} | {} |", x.key, x.n);
+            if has_acc {
+                let _ = write!(
+                    s,
+                    " {} | {} |",
+                    x.accuracy.as_ref().map(interval_pct).unwrap_or_default(),
+                    x.error.as_ref().map(interval_pct).unwrap_or_default()
+                );
+            }
+            if clustered {
+                let _ = write!(
+                    s,
+                    " {} |",
+                    x.clustered
+                        .as_ref()
+                        .map(|c| format!("{:.2}", 100.0 * c.se_clustered))
+                        .unwrap_or_default()
+                );
+            }
+            if !g.mae.is_empty() {
+                let _ = write!(
+                    s,
+                    " {} |",
+                    mae_of
+                        .get(x.key.as_str())
+                        .map(|m| format!(
+                            "{:.2} [{:.2}, {:.2}]",
+                            m.mae.estimate, m.mae.low, m.mae.high
+                        ))
+                        .unwrap_or_default()
+                );
+            }
+            let _ = writeln!(s, " {} |", if x.small { "⚠ small" } else { "" });
+        }
+        if g.empty_intersection_count > 0 {
+            let _ = writeln!(
+                s,
+                "\nEmpty intersections ({}): {}",
+                g.empty_intersection_count,
+                if g.empty_intersections.is_empty() {
+                    "too many to list".to_string()
+                } else {
+                    g.empty_intersections.join("; ")
+                }
+            );
+        }
+        if g.missing > 0 {
+            let _ = writeln!(s, "\n{} questions have no value for {}.", g.missing, g.name);
+        }
+        if !g.measures.is_empty() {
+            let _ = writeln!(s, "\n| measure | value |\n|---|---|");
+            for m in &g.measures {
+                let _ = writeln!(s, "| {} | {} |", m.name, measure_fmt(m));
+            }
+        }
+        if let Some(b) = &g.binary {
+            let _ = writeln!(
+                s,
+                "\nBinary measures (positive class `{}`):\n\n| measure | value |\n|---|---|",
+                t.positive_label.as_deref().unwrap_or("?")
+            );
+            for m in &b.measures {
+                let _ = writeln!(s, "| {} | {} |", m.name, measure_fmt(m));
+            }
+        }
+        if let Some(cs) = &g.chi_square {
+            match (cs.statistic, cs.p_value) {
+                (Some(x2), Some(p)) => {
+                    let _ = writeln!(
+                        s,
+                        "\nχ² test of correctness × group: X² = {x2:.2}, dof = {}, p = {}, Holm p = {}, BH p = {}.",
+                        cs.dof,
+                        p_fmt(p),
+                        g.p_holm.map(p_fmt).unwrap_or_else(|| "—".into()),
+                        g.p_bh.map(p_fmt).unwrap_or_else(|| "—".into())
+                    );
+                }
+                _ => {
+                    let _ = writeln!(
+                        s,
+                        "\nχ² test of correctness × group: undefined ({}).",
+                        cs.reason.as_deref().unwrap_or("no reason given")
+                    );
+                }
+            }
+        }
+        if g.fields.len() == 1 && !g.per_class.is_empty() {
+            per_class_markdown(s, g);
+        }
+        let _ = writeln!(s);
+    }
+}
+
+fn per_class_markdown(s: &mut String, g: &GroupingReport) {
+    let labels: Vec<&str> = g.per_class[0]
+        .classes
+        .iter()
+        .map(|c| c.label.as_str())
+        .filter(|l| *l != UNPARSEABLE_LABEL)
+        .collect();
+    let _ = writeln!(s, "\nPer-class recall / precision (%):\n");
+    let _ = writeln!(s, "| group | {} |", labels.join(" | "));
+    let _ = writeln!(s, "|---|{}", "---|".repeat(labels.len()));
+    for gc in &g.per_class {
+        let cells: Vec<String> = gc
+            .classes
+            .iter()
+            .filter(|c| c.label != UNPARSEABLE_LABEL)
+            .map(|c| {
+                let r = c
+                    .recall
+                    .as_ref()
+                    .map(|i| pct(i.estimate))
+                    .unwrap_or_else(|| "—".into());
+                let p = c
+                    .precision
+                    .as_ref()
+                    .map(|i| pct(i.estimate))
+                    .unwrap_or_else(|| "—".into());
+                format!("{r} / {p}")
+            })
+            .collect();
+        let _ = writeln!(
+            s,
+            "| {}{} | {} |",
+            gc.key,
+            if gc.small { " ⚠" } else { "" },
+            cells.join(" | ")
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run_folder::ModelRecord;
+
+    fn pred(id: &str, rotation: usize, ok: bool, gender: &str, race: &str) -> Prediction {
+        let mut groups = BTreeMap::new();
+        groups.insert("gender".to_string(), gender.to_string());
+        groups.insert("race".to_string(), race.to_string());
+        groups.insert("age_bin".to_string(), "20-29".to_string());
+        Prediction {
+            id: id.into(),
+            task: "t".into(),
+            rotation,
+            prompt_sha256: String::new(),
+            image_sha256: vec![],
+            raw_output: String::new(),
+            parsed: Some("A".into()),
+            target: Some("A".into()),
+            parsed_label: Some(if ok { "yes" } else { "no" }.into()),
+            target_label: Some("yes".into()),
+            parsed_value: None,
+            target_value: None,
+            correct: Some(ok),
+            outcome: if ok { Outcome::Correct } else { Outcome::Wrong },
+            groups,
+            cluster: None,
+            fields: BTreeMap::new(),
+            timings: Default::default(),
+            prompt_tokens: 0,
+            output_tokens: 0,
+            error: None,
+        }
+    }
+
+    fn record(circular: bool) -> TaskRecord {
+        TaskRecord {
+            name: "t".into(),
+            version: "1".into(),
+            fingerprint: "f".into(),
+            path: String::new(),
+            style: "multiplechoice".into(),
+            labels: vec!["no".into(), "yes".into()],
+            groups: vec!["gender".into()],
+            breakdown: vec![],
+            circular,
+        }
+    }
+
+    fn run(preds: Vec<Prediction>, circular: bool) -> LoadedRun {
+        LoadedRun {
+            dir: PathBuf::from("r"),
+            manifest: Manifest {
+                model: ModelRecord {
+                    name: "m".into(),
+                    ..Default::default()
+                },
+                tasks: vec![record(circular)],
+                ..Default::default()
+            },
+            predictions: preds,
+        }
+    }
+
+    #[test]
+    fn circular_questions_fold_like_metrics() {
+        let preds = vec![
+            pred("a", 0, true, "M", "x"),
+            pred("a", 1, false, "M", "x"),
+            pred("b", 0, true, "F", "x"),
+            pred("b", 1, true, "F", "x"),
+        ];
+        let refs: Vec<&Prediction> = preds.iter().collect();
+        let (items, errors) = scored(&record(true), &refs);
+        assert_eq!((items.len(), errors), (2, 0));
+        assert_eq!(
+            items.iter().map(|s| s.correct).collect::<Vec<_>>(),
+            [false, true]
+        );
+        // The audit's overall accuracy equals metrics.json's.
+        let r = run(preds, true);
+        let metrics = crate::metrics::compute(&r.manifest, &r.predictions);
+        let report = audit_runs(&[r], &AuditOptions::default()).unwrap();
+        let t = &report.runs[0].tasks[0];
+        assert_eq!(t.n, 2);
+        assert_eq!(t.overall.as_ref().unwrap().estimate, 0.5);
+        assert_eq!(metrics.tasks["t"].accuracy.as_ref().unwrap().estimate, 0.5);
+    }
+
+    #[test]
+    fn overall_matches_metrics_and_intervals_switch() {
+        let preds: Vec<Prediction> = (0..200)
+            .map(|i| {
+                pred(
+                    &format!("q{i}"),
+                    0,
+                    i % 4 != 0,
+                    ["M", "F"][i % 2],
+                    ["x", "y", "z"][i % 3],
+                )
+            })
+            .collect();
+        let r = run(preds.clone(), false);
+        let metrics = crate::metrics::compute(&r.manifest, &r.predictions);
+        let options = AuditOptions {
+            by: Some(vec!["gender".into(), "race".into(), "age".into()]),
+            intersections: true,
+            ..Default::default()
+        };
+        let report = audit_runs(&[r], &options).unwrap();
+        let t = &report.runs[0].tasks[0];
+        assert_eq!(
+            t.overall.as_ref().unwrap().estimate,
+            metrics.tasks["t"].accuracy.as_ref().unwrap().estimate
+        );
+        // `age` is read from `age_bin`; 3 fields give 7 groupings.
+        assert_eq!(t.field_aliases["age"], "age_bin");
+        assert_eq!(t.groupings.len(), 7);
+        assert_eq!(t.groupings[3].name, "gender × race");
+        // Every defined chi-square test is in the report's family, adjusted together.
+        assert_eq!(
+            report.tests.len(),
+            t.groupings.iter().filter(|g| g.p_holm.is_some()).count()
+        );
+        for test in &report.tests {
+            assert!(test.p_holm >= test.p_value && test.p_bh >= test.p_value);
+            assert!(test.p_bh <= test.p_holm + 1e-15);
+        }
+        // Clopper–Pearson on request: wider than Wilson away from 0 and 1 (group M: 50/100).
+        let cp = audit_runs(
+            &[run(preds, false)],
+            &AuditOptions {
+                interval: ProportionInterval::ClopperPearson,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let w = &t.groupings[0].groups[1].accuracy.as_ref().unwrap();
+        let c = cp.runs[0].tasks[0].groupings[0].groups[1]
+            .accuracy
+            .clone()
+            .unwrap();
+        assert_eq!(c.method, stats::Method::ClopperPearson);
+        assert_eq!(c.estimate, w.estimate);
+        assert!(c.width() > w.width());
+    }
+
+    #[test]
+    fn small_groups_are_flagged_and_clusters_give_clustered_se() {
+        let mut preds: Vec<Prediction> = (0..100)
+            .map(|i| {
+                pred(
+                    &format!("q{i}"),
+                    0,
+                    i % 3 != 0,
+                    if i < 95 { "M" } else { "F" },
+                    "x",
+                )
+            })
+            .collect();
+        for (i, p) in preds.iter_mut().enumerate() {
+            p.cluster = Some(format!("img{}", i / 5));
+        }
+        let report = audit_runs(&[run(preds, false)], &AuditOptions::default()).unwrap();
+        let t = &report.runs[0].tasks[0];
+        let g = &t.groupings[0];
+        assert_eq!(g.small_groups, ["F"]);
+        // One large group: fairlearn's difference is 0 over it.
+        let gap = g
+            .measures
+            .iter()
+            .find(|m| m.name == "difference_between_groups")
+            .unwrap();
+        assert_eq!(gap.estimate, Some(0.0));
+        let c = t.overall_clustered.as_ref().unwrap();
+        assert_eq!(c.clusters, 20);
+        assert!(g.groups.iter().all(|x| x.clustered.is_some()));
+    }
+
+    #[test]
+    fn unknown_field_lists_the_available_ones() {
+        let preds = vec![pred("a", 0, true, "M", "x")];
+        let err = audit_runs(
+            &[run(preds, false)],
+            &AuditOptions {
+                by: Some(vec!["hair".into()]),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert!(crate::error::is_input_error(&err));
+        let msg = err.to_string();
+        assert!(
+            msg.contains("hair") && msg.contains("age_bin, gender, race"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn subset_grouping_drops_empty_groups() {
+        let labels = ["a", "b", "a", "c"];
+        let g = group_by(&[("f", &labels[..])]).unwrap();
+        let sub = subset_grouping(&g, &[true, false, true, true]);
+        assert_eq!(sub.keys, ["a", "c"]);
+        assert_eq!(sub.assignment, [Some(0), Some(0), Some(1)]);
+    }
+}

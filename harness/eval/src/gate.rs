@@ -1,0 +1,1511 @@
+//! `faceval gate`: decide whether a candidate run regressed against a baseline run.
+//!
+//! The two runs are compared on the questions they share (key: task, id, rotation). Shared
+//! questions must have been asked with the same bytes (`prompt_sha256`) of the same task
+//! (version and fingerprint); anything else is an input error, not a comparison.
+//!
+//! Per task the gate checks accuracy (paired: Newcombe's interval, exact McNemar, a one-sided
+//! non-inferiority test with margin `max_drop` whose p-values are Holm-adjusted across tasks,
+//! and the minimum detectable effect at the current n), the fairness gap of each group field
+//! (a paired within-group count bootstrap of the change in the max−min accuracy gap), and
+//! p95 latency and peak VRAM from `metrics.json`'s `telemetry` when both runs have it.
+//! The decision rule is documented precisely in `docs/gate.md`; the statistics all come
+//! from [`crate::stats`] and [`crate::fairness`].
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::audit::{self, LoadedRun};
+use crate::error::input_error;
+use crate::fairness::{self, accuracy_disparities, group_accuracy, group_by, FairnessOptions};
+use crate::run_folder::{Prediction, TaskRecord};
+use crate::stats::bootstrap::{multinomial_counts, quantile_sorted, resample_rng};
+use crate::stats::{self, BootstrapConfig, Interval, McNemar, PairedCounts};
+
+/// `gate.toml`. Every key is optional; unknown keys are an error that names the key and
+/// lists the valid ones.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GateConfig {
+    /// Largest tolerated accuracy drop, in percentage points.
+    #[serde(default = "default_max_drop")]
+    pub max_drop: f64,
+    /// Family-wise significance level of the one-sided accuracy tests (Holm across tasks)
+    /// and of the fairness checks (Bonferroni across them).
+    #[serde(default = "default_alpha")]
+    pub alpha: f64,
+    /// Power for the minimum detectable effect.
+    #[serde(default = "default_power")]
+    pub power: f64,
+    /// Fail (exit 1) instead of warning when a task's test set is too small to see `max_drop`.
+    #[serde(default)]
+    pub fail_on_underpowered: bool,
+    /// Relative p95 latency increase tolerated (0.10 = 10%).
+    #[serde(default = "default_latency_tolerance")]
+    pub latency_tolerance: f64,
+    /// Relative peak VRAM increase tolerated.
+    #[serde(default = "default_vram_tolerance")]
+    pub vram_tolerance: f64,
+    /// Increase of the max−min accuracy gap between groups tolerated, in points.
+    #[serde(default = "default_fairness_tolerance")]
+    pub fairness_tolerance: f64,
+    /// Group fields for the fairness check; default: each task record's `groups`.
+    #[serde(default)]
+    pub fairness_fields: Option<Vec<String>>,
+    /// Minimum group size for the fairness check; default: the task's, else 30.
+    #[serde(default)]
+    pub min_group: Option<usize>,
+    /// Bootstrap resamples for the fairness check.
+    #[serde(default = "default_resamples")]
+    pub resamples: usize,
+    /// Gate only these tasks (default: every task both runs have).
+    #[serde(default)]
+    pub tasks: Vec<String>,
+    /// Per-task overrides: `[task.expression-rafdb] max_drop = 2.0`.
+    #[serde(default)]
+    pub task: BTreeMap<String, TaskOverride>,
+}
+
+/// Per-task settings that replace the global ones.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TaskOverride {
+    pub max_drop: Option<f64>,
+    pub fairness_tolerance: Option<f64>,
+    pub fairness_fields: Option<Vec<String>>,
+}
+
+fn default_max_drop() -> f64 {
+    1.0
+}
+fn default_alpha() -> f64 {
+    0.05
+}
+fn default_power() -> f64 {
+    0.8
+}
+fn default_latency_tolerance() -> f64 {
+    0.10
+}
+fn default_vram_tolerance() -> f64 {
+    0.05
+}
+fn default_fairness_tolerance() -> f64 {
+    5.0
+}
+fn default_resamples() -> usize {
+    2000
+}
+
+impl Default for GateConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("every key has a default")
+    }
+}
+
+impl GateConfig {
+    /// Parse and check `gate.toml`; `path` names the file in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<GateConfig> {
+        let config: GateConfig = toml::from_str(text).map_err(|e| {
+            input_error(format!("{}: {}", path.display(), e.to_string().trim_end()))
+        })?;
+        config.check(path)?;
+        Ok(config)
+    }
+
+    pub fn load(path: &Path) -> Result<GateConfig> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| input_error(format!("{}: cannot read: {e}", path.display())))?;
+        Self::parse(&text, path)
+    }
+
+    fn check(&self, path: &Path) -> Result<()> {
+        let bad =
+            |key: &str, why: &str| Err(input_error(format!("{}: {key} {why}", path.display())));
+        let drops = std::iter::once(("max_drop".to_string(), self.max_drop)).chain(
+            self.task
+                .iter()
+                .filter_map(|(t, o)| Some((format!("task.{t}.max_drop"), o.max_drop?))),
+        );
+        for (key, v) in drops {
+            if !(0.0..100.0).contains(&v) {
+                return bad(&key, &format!("must be in [0, 100) points, got {v}"));
+            }
+        }
+        if !(self.alpha > 0.0 && self.alpha < 0.5) {
+            return bad("alpha", &format!("must be in (0, 0.5), got {}", self.alpha));
+        }
+        if !(self.power > 0.0 && self.power < 1.0) {
+            return bad("power", &format!("must be in (0, 1), got {}", self.power));
+        }
+        for (key, v) in [
+            ("latency_tolerance", self.latency_tolerance),
+            ("vram_tolerance", self.vram_tolerance),
+            ("fairness_tolerance", self.fairness_tolerance),
+        ] {
+            if !(v >= 0.0 && v.is_finite()) {
+                return bad(key, &format!("must be a number ≥ 0, got {v}"));
+            }
+        }
+        if self.resamples < 100 {
+            return bad(
+                "resamples",
+                &format!("must be at least 100, got {}", self.resamples),
+            );
+        }
+        if self.min_group == Some(0) {
+            return bad("min_group", "must be at least 1");
+        }
+        Ok(())
+    }
+
+    fn max_drop_for(&self, task: &str) -> f64 {
+        self.task
+            .get(task)
+            .and_then(|o| o.max_drop)
+            .unwrap_or(self.max_drop)
+    }
+
+    fn fairness_tolerance_for(&self, task: &str) -> f64 {
+        self.task
+            .get(task)
+            .and_then(|o| o.fairness_tolerance)
+            .unwrap_or(self.fairness_tolerance)
+    }
+}
+
+/// How a check ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Pass,
+    /// The candidate is worse beyond the tolerance (exit 1).
+    Regression,
+    /// The test set is too small to see `max_drop` (warns, or fails with
+    /// `fail_on_underpowered`).
+    Underpowered,
+    /// One of the runs has no measurement (never a failure).
+    NotMeasured,
+    /// The check does not apply (a numeric task without bins has no accuracy, a task with
+    /// fewer than two large groups has no gap).
+    NotApplicable,
+}
+
+impl Status {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Status::Pass => "pass",
+            Status::Regression => "regression",
+            Status::Underpowered => "underpowered",
+            Status::NotMeasured => "not measured",
+            Status::NotApplicable => "not applicable",
+        }
+    }
+}
+
+/// The paired accuracy comparison of one task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccuracyCheck {
+    /// Candidate-correct/baseline-correct table: `only_first` = only the candidate right.
+    pub counts: PairedCounts,
+    pub baseline_accuracy: f64,
+    pub candidate_accuracy: f64,
+    /// Candidate − baseline with Newcombe's two-sided 95% interval.
+    pub delta: Interval,
+    /// Two-sided exact McNemar test (p = 1 without discordant pairs).
+    pub mcnemar: McNemar,
+    /// Margin of the one-sided test, as a proportion (`max_drop` / 100).
+    pub margin: f64,
+    /// Upper limit of the one-sided (1 − alpha) Newcombe bound for candidate − baseline.
+    pub upper_bound: f64,
+    /// One-sided p-value of H0: delta ≥ −margin (test inversion of Newcombe's interval).
+    pub p_value: f64,
+    /// `p_value` after Holm adjustment across the gated tasks.
+    pub p_holm: f64,
+    /// Smallest true difference the test detects with `power`, at one-sided level
+    /// alpha / (tasks gated); `None` without discordant pairs.
+    pub minimum_detectable_effect: Option<f64>,
+}
+
+/// p95 latency or peak VRAM of the two runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TelemetryCheck {
+    /// Where in metrics.json the value was read (`telemetry.e2e_ms.p95`, ...).
+    pub source: Option<String>,
+    pub baseline: Option<f64>,
+    pub candidate: Option<f64>,
+    /// candidate / baseline − 1.
+    pub relative_change: Option<f64>,
+    pub tolerance: f64,
+}
+
+/// The change in the max−min accuracy gap between groups of one field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FairnessCheck {
+    pub field: String,
+    pub min_group: usize,
+    /// Groups with n ≥ min_group on the shared questions.
+    pub groups: usize,
+    /// fairlearn `difference(between_groups)` of each run with its bootstrap interval.
+    pub baseline_gap: fairness::Measure,
+    pub candidate_gap: fairness::Measure,
+    /// Candidate gap − baseline gap, with the paired bootstrap's two-sided 95% interval.
+    pub delta: Option<f64>,
+    pub delta_low: Option<f64>,
+    pub delta_high: Option<f64>,
+    /// One-sided lower bound at level alpha / (fairness checks), which must exceed the
+    /// tolerance for a regression.
+    pub lower_bound: Option<f64>,
+    /// In points.
+    pub tolerance: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Check {
+    /// `accuracy`, `latency_p95`, `peak_vram`, `fairness:<field>`.
+    pub name: String,
+    pub status: Status,
+    /// One readable line with the figures behind the status.
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<AccuracyCheck>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub telemetry: Option<TelemetryCheck>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fairness: Option<FairnessCheck>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskGate {
+    pub task: String,
+    pub version: String,
+    /// Questions (lines) both runs have.
+    pub shared: usize,
+    pub baseline_only: usize,
+    pub candidate_only: usize,
+    /// Shared questions left out because either run has an error there.
+    pub excluded_errors: usize,
+    /// Paired scored questions (circular: items).
+    pub n: usize,
+    pub checks: Vec<Check>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRef {
+    pub run: String,
+    pub model: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GateReport {
+    pub baseline: RunRef,
+    pub candidate: RunRef,
+    pub config: GateConfig,
+    pub tasks: Vec<TaskGate>,
+    /// Checks on run-level telemetry (when metrics.json has no per-task telemetry).
+    pub run_checks: Vec<Check>,
+    /// Checks that fail the gate.
+    pub failures: usize,
+    /// Underpowered checks that only warn.
+    pub warnings: usize,
+    pub passed: bool,
+}
+
+impl GateReport {
+    /// Every check with the task it belongs to (`None` for run-level checks).
+    pub fn all_checks(&self) -> impl Iterator<Item = (Option<&str>, &Check)> {
+        self.tasks
+            .iter()
+            .flat_map(|t| t.checks.iter().map(move |c| (Some(t.task.as_str()), c)))
+            .chain(self.run_checks.iter().map(|c| (None, c)))
+    }
+
+    pub fn fails(&self, check: &Check) -> bool {
+        check.status == Status::Regression
+            || (check.status == Status::Underpowered && self.config.fail_on_underpowered)
+    }
+}
+
+/// Gate two run folders.
+pub fn gate_dirs(baseline: &Path, candidate: &Path, config: &GateConfig) -> Result<GateReport> {
+    let base = LoadedRun::load(baseline)?;
+    let cand = LoadedRun::load(candidate)?;
+    let base_json = metrics_json(&base)?;
+    let cand_json = metrics_json(&cand)?;
+    gate(&base, &cand, &base_json, &cand_json, config)
+}
+
+/// `metrics.json` as JSON. When the file is missing or unreadable, the parts the gate reads
+/// are recomputed from the predictions with the same functions `metrics::compute` uses
+/// (`telemetry::from_predictions` per task and overall, peak memory from the manifest);
+/// the gate takes accuracy from the paired predictions, so it skips the metrics' bootstraps,
+/// which dominate `metrics::read_or_compute` on large runs.
+fn metrics_json(run: &LoadedRun) -> Result<Value> {
+    let path = run.dir.join(crate::run_folder::METRICS);
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        if let Ok(v) = serde_json::from_str::<Value>(&text) {
+            return Ok(v);
+        }
+    }
+    let by_task = run.by_task();
+    let mut tasks = serde_json::Map::new();
+    for t in &run.manifest.tasks {
+        let preds = by_task.get(t.name.as_str()).cloned().unwrap_or_default();
+        let telemetry = crate::telemetry::from_predictions(preds.iter().copied());
+        tasks.insert(
+            t.name.clone(),
+            serde_json::json!({ "telemetry": telemetry }),
+        );
+    }
+    let overall = crate::telemetry::from_predictions(
+        run.predictions
+            .iter()
+            .filter(|p| run.manifest.tasks.iter().any(|t| t.name == p.task)),
+    );
+    Ok(serde_json::json!({
+        "model": run.manifest.model.name,
+        "tasks": tasks,
+        "telemetry": {"overall": overall, "memory": run.manifest.resources},
+    }))
+}
+
+/// The shared, comparable part of one task.
+struct Shared<'a> {
+    record: &'a TaskRecord,
+    base: Vec<&'a Prediction>,
+    cand: Vec<&'a Prediction>,
+    baseline_only: usize,
+    candidate_only: usize,
+}
+
+fn match_task<'a>(
+    record: &'a TaskRecord,
+    cand_record: &TaskRecord,
+    base: &[&'a Prediction],
+    cand: &[&'a Prediction],
+    dirs: (&Path, &Path),
+) -> Result<Shared<'a>> {
+    if record.version != cand_record.version || record.fingerprint != cand_record.fingerprint {
+        return Err(input_error(format!(
+            "task {}: the runs used different task definitions (baseline {} has version {}, fingerprint {}…; \
+             candidate {} has version {}, fingerprint {}…), so their scores cannot be compared. \
+             Rerun the baseline with the current task",
+            record.name,
+            dirs.0.display(),
+            record.version,
+            &record.fingerprint[..12.min(record.fingerprint.len())],
+            dirs.1.display(),
+            cand_record.version,
+            &cand_record.fingerprint[..12.min(cand_record.fingerprint.len())]
+        )));
+    }
+    let base_by_key: HashMap<(&str, usize), &Prediction> = base
+        .iter()
+        .map(|p| ((p.id.as_str(), p.rotation), *p))
+        .collect();
+    let mut shared_base = Vec::new();
+    let mut shared_cand = Vec::new();
+    let mut prompt_mismatch = Vec::new();
+    for p in cand {
+        if let Some(b) = base_by_key.get(&(p.id.as_str(), p.rotation)) {
+            if !b.prompt_sha256.is_empty()
+                && !p.prompt_sha256.is_empty()
+                && b.prompt_sha256 != p.prompt_sha256
+            {
+                prompt_mismatch.push(p.id.as_str());
+            }
+            shared_base.push(*b);
+            shared_cand.push(*p);
+        }
+    }
+    if !prompt_mismatch.is_empty() {
+        return Err(input_error(format!(
+            "task {}: {} shared questions were asked with different prompts (prompt_sha256 differs), e.g. {}; \
+             the runs are not comparable",
+            record.name,
+            prompt_mismatch.len(),
+            prompt_mismatch
+                .iter()
+                .take(3)
+                .copied()
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    if shared_base.is_empty() {
+        return Err(input_error(format!(
+            "task {}: the runs share no question (baseline {} has {} predictions, candidate {} has {}); \
+             item ids must match to compare",
+            record.name,
+            dirs.0.display(),
+            base.len(),
+            dirs.1.display(),
+            cand.len()
+        )));
+    }
+    Ok(Shared {
+        record,
+        baseline_only: base.len() - shared_base.len(),
+        candidate_only: cand.len() - shared_cand.len(),
+        base: shared_base,
+        cand: shared_cand,
+    })
+}
+
+/// Gate loaded runs; `*_metrics` are their metrics.json documents (for telemetry).
+pub fn gate(
+    base: &LoadedRun,
+    cand: &LoadedRun,
+    base_metrics: &Value,
+    cand_metrics: &Value,
+    config: &GateConfig,
+) -> Result<GateReport> {
+    let base_tasks: BTreeMap<&str, &TaskRecord> = base
+        .manifest
+        .tasks
+        .iter()
+        .map(|t| (t.name.as_str(), t))
+        .collect();
+    let cand_tasks: BTreeMap<&str, &TaskRecord> = cand
+        .manifest
+        .tasks
+        .iter()
+        .map(|t| (t.name.as_str(), t))
+        .collect();
+    let list = |m: &BTreeMap<&str, &TaskRecord>| m.keys().copied().collect::<Vec<_>>().join(", ");
+    for name in config.tasks.iter().chain(config.task.keys()) {
+        if !base_tasks.contains_key(name.as_str()) || !cand_tasks.contains_key(name.as_str()) {
+            return Err(input_error(format!(
+                "gate config names task {name}, which is not in both runs (baseline: {}; candidate: {})",
+                list(&base_tasks),
+                list(&cand_tasks)
+            )));
+        }
+    }
+    // Baseline order, for a stable report.
+    let names: Vec<&str> = base
+        .manifest
+        .tasks
+        .iter()
+        .map(|t| t.name.as_str())
+        .filter(|n| cand_tasks.contains_key(n))
+        .filter(|n| config.tasks.is_empty() || config.tasks.iter().any(|t| t == n))
+        .collect();
+    if names.is_empty() {
+        return Err(input_error(format!(
+            "the runs share no task, so there is nothing to compare (baseline {}: {}; candidate {}: {})",
+            base.dir.display(),
+            list(&base_tasks),
+            cand.dir.display(),
+            list(&cand_tasks)
+        )));
+    }
+    let base_by = base.by_task();
+    let cand_by = cand.by_task();
+    let empty = Vec::new();
+    let shared: Vec<Shared> = names
+        .iter()
+        .map(|n| {
+            match_task(
+                base_tasks[n],
+                cand_tasks[n],
+                base_by.get(n).unwrap_or(&empty),
+                cand_by.get(n).unwrap_or(&empty),
+                (&base.dir, &cand.dir),
+            )
+        })
+        .collect::<Result<_>>()?;
+
+    // Accuracy: one-sided tests, Holm across tasks.
+    let k_tasks = shared.len();
+    let mut tasks: Vec<TaskGate> = Vec::new();
+    let mut acc_checks: Vec<Option<AccuracyCheck>> = Vec::new();
+    let mut paired_items: Vec<Vec<(bool, bool, &Prediction)>> = Vec::new();
+    for s in &shared {
+        let (b_scored, _) = audit::scored(s.record, &s.base);
+        let (c_scored, _) = audit::scored(s.record, &s.cand);
+        let c_by: HashMap<(&str, usize), bool> = c_scored
+            .iter()
+            .map(|x| ((x.first.id.as_str(), x.first.rotation), x.correct))
+            .collect();
+        let pairs: Vec<(bool, bool, &Prediction)> = b_scored
+            .iter()
+            .filter_map(|x| {
+                let c = c_by.get(&(x.first.id.as_str(), x.first.rotation))?;
+                Some((x.correct, *c, x.first))
+            })
+            .collect();
+        let scored_units = if s.record.circular {
+            s.base
+                .iter()
+                .map(|p| p.id.as_str())
+                .collect::<BTreeSet<_>>()
+                .len()
+        } else {
+            s.base.len()
+        };
+        let numeric = s.record.style == "numeric";
+        let has_correctness = !numeric
+            || s.base.iter().any(|p| p.correct.is_some())
+            || s.cand.iter().any(|p| p.correct.is_some());
+        let acc = if has_correctness && !pairs.is_empty() {
+            let cand_correct: Vec<bool> = pairs.iter().map(|p| p.1).collect();
+            let base_correct: Vec<bool> = pairs.iter().map(|p| p.0).collect();
+            Some(accuracy_check(
+                &cand_correct,
+                &base_correct,
+                config.max_drop_for(&s.record.name) / 100.0,
+                config,
+                k_tasks,
+            )?)
+        } else {
+            None
+        };
+        tasks.push(TaskGate {
+            task: s.record.name.clone(),
+            version: s.record.version.clone(),
+            shared: s.base.len(),
+            baseline_only: s.baseline_only,
+            candidate_only: s.candidate_only,
+            excluded_errors: scored_units - pairs.len(),
+            n: pairs.len(),
+            checks: Vec::new(),
+        });
+        acc_checks.push(acc);
+        paired_items.push(pairs);
+    }
+    let defined: Vec<(usize, f64)> = acc_checks
+        .iter()
+        .enumerate()
+        .filter_map(|(i, a)| a.as_ref().map(|a| (i, a.p_value)))
+        .collect();
+    let adjusted = stats::holm(&defined.iter().map(|d| d.1).collect::<Vec<_>>())?;
+    for ((i, _), p) in defined.iter().zip(adjusted) {
+        if let Some(a) = acc_checks[*i].as_mut() {
+            a.p_holm = p;
+        }
+    }
+    for ((t, acc), s) in tasks.iter_mut().zip(acc_checks).zip(&shared) {
+        t.checks.push(match acc {
+            Some(a) => accuracy_status(a, config, &s.record.name),
+            None => Check {
+                name: "accuracy".into(),
+                status: Status::NotApplicable,
+                message: if t.n == 0 {
+                    "no shared question was scored in both runs".into()
+                } else {
+                    "numeric task without bins: no accuracy to compare".into()
+                },
+                accuracy: None,
+                telemetry: None,
+                fairness: None,
+            },
+        });
+    }
+
+    // Fairness: Bonferroni across all fairness checks of the gate.
+    let mut plans: Vec<(usize, String, usize)> = Vec::new();
+    for (ti, s) in shared.iter().enumerate() {
+        let fields = config
+            .task
+            .get(&s.record.name)
+            .and_then(|o| o.fairness_fields.clone())
+            .or_else(|| config.fairness_fields.clone())
+            .unwrap_or_else(|| s.record.groups.clone());
+        let present: BTreeSet<&str> = paired_items[ti]
+            .iter()
+            .flat_map(|p| p.2.groups.keys().map(String::as_str))
+            .collect();
+        let min_group = config
+            .min_group
+            .or_else(|| audit::task_min_group(s.record, &base.dir))
+            .unwrap_or(fairness::DEFAULT_MIN_GROUP_SIZE);
+        for f in fields {
+            if present.contains(f.as_str()) {
+                plans.push((ti, f, min_group));
+            } else if config.fairness_fields.is_some() {
+                tasks[ti].checks.push(Check {
+                    name: format!("fairness:{f}"),
+                    status: Status::NotApplicable,
+                    message: format!(
+                        "the shared questions carry no group field {f} (they have: {})",
+                        present.iter().copied().collect::<Vec<_>>().join(", ")
+                    ),
+                    accuracy: None,
+                    telemetry: None,
+                    fairness: None,
+                });
+            }
+        }
+    }
+    let level = config.alpha / plans.len().max(1) as f64;
+    let fairness_checks: Vec<Check> = plans
+        .par_iter()
+        .enumerate()
+        .map(|(i, (ti, field, min_group))| {
+            let name = &shared[*ti].record.name;
+            fairness_check(
+                &paired_items[*ti],
+                field,
+                *min_group,
+                config.fairness_tolerance_for(name) / 100.0,
+                level,
+                BootstrapConfig {
+                    resamples: config.resamples,
+                    confidence: 0.95,
+                    seed: base.manifest.seed,
+                }
+                .salted(i as u64 + 1),
+            )
+        })
+        .collect::<Result<_>>()?;
+    for ((ti, _, _), c) in plans.iter().zip(fairness_checks) {
+        tasks[*ti].checks.push(c);
+    }
+
+    // Telemetry (docs/telemetry.md): p95 latency per task from `tasks.<name>.telemetry`
+    // when either run has it, else once from the run's `telemetry.overall`; peak VRAM once
+    // from `telemetry.memory`.
+    let mut run_checks = Vec::new();
+    let per_task = names.iter().any(|n| {
+        task_telemetry(base_metrics, n)
+            .and_then(p95_latency)
+            .is_some()
+            || task_telemetry(cand_metrics, n)
+                .and_then(p95_latency)
+                .is_some()
+    });
+    let run_part = |m: &'_ Value, part: &str| -> Option<Value> {
+        let t = m.get("telemetry")?;
+        Some(t.get(part).filter(|v| v.is_object()).unwrap_or(t).clone())
+    };
+    if per_task {
+        for t in tasks.iter_mut() {
+            let b = task_telemetry(base_metrics, &t.task);
+            let c = task_telemetry(cand_metrics, &t.task);
+            t.checks.push(telemetry_check(
+                "latency_p95",
+                b.and_then(p95_latency),
+                c.and_then(p95_latency),
+                config.latency_tolerance,
+                "ms",
+            ));
+        }
+    } else {
+        run_checks.push(telemetry_check(
+            "latency_p95",
+            run_part(base_metrics, "overall")
+                .as_ref()
+                .and_then(p95_latency),
+            run_part(cand_metrics, "overall")
+                .as_ref()
+                .and_then(p95_latency),
+            config.latency_tolerance,
+            "ms",
+        ));
+    }
+    run_checks.push(telemetry_check(
+        "peak_vram",
+        run_part(base_metrics, "memory")
+            .as_ref()
+            .and_then(peak_vram),
+        run_part(cand_metrics, "memory")
+            .as_ref()
+            .and_then(peak_vram),
+        config.vram_tolerance,
+        "bytes",
+    ));
+
+    let mut report = GateReport {
+        baseline: RunRef {
+            run: base.dir.display().to_string(),
+            model: base.manifest.model.name.clone(),
+        },
+        candidate: RunRef {
+            run: cand.dir.display().to_string(),
+            model: cand.manifest.model.name.clone(),
+        },
+        config: config.clone(),
+        tasks,
+        run_checks,
+        failures: 0,
+        warnings: 0,
+        passed: true,
+    };
+    let (mut failures, mut warnings) = (0, 0);
+    for (_, c) in report.all_checks() {
+        if report.fails(c) {
+            failures += 1;
+        } else if c.status == Status::Underpowered {
+            warnings += 1;
+        }
+    }
+    report.failures = failures;
+    report.warnings = warnings;
+    report.passed = failures == 0;
+    Ok(report)
+}
+
+/// One-sided p-value of H0: δ ≥ −margin against H1: δ < −margin, where δ = first − second,
+/// by inverting Newcombe's interval: the smallest α whose one-sided (1 − α) upper bound —
+/// the upper limit of the two-sided (1 − 2α) interval — lies below −margin. When the point
+/// estimate itself is ≥ −margin no α < ½ rejects, and p is reported as 1 (conservative).
+pub fn newcombe_one_sided_p(counts: &PairedCounts, margin: f64) -> Result<f64> {
+    let n = counts.n();
+    if n == 0 {
+        return Err(input_error("no paired questions"));
+    }
+    let estimate = (counts.only_first as f64 - counts.only_second as f64) / n as f64;
+    if estimate >= -margin {
+        return Ok(1.0);
+    }
+    let upper =
+        |alpha: f64| -> Result<f64> { Ok(stats::newcombe_paired(counts, 1.0 - 2.0 * alpha)?.high) };
+    // Bisection (the bound shrinks towards the estimate as α grows to ½).
+    let (mut lo, mut hi) = (1e-15, 0.5 - 1e-12);
+    if upper(lo)? < -margin {
+        return Ok(lo);
+    }
+    for _ in 0..80 {
+        let mid = 0.5 * (lo + hi);
+        if upper(mid)? < -margin {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    Ok(hi)
+}
+
+fn accuracy_check(
+    cand: &[bool],
+    base: &[bool],
+    margin: f64,
+    config: &GateConfig,
+    k_tasks: usize,
+) -> Result<AccuracyCheck> {
+    let counts = PairedCounts::from_runs(cand, base)?;
+    let n = counts.n();
+    let delta = stats::newcombe_paired(&counts, 0.95)?;
+    let upper_bound = stats::newcombe_paired(&counts, 1.0 - 2.0 * config.alpha)?.high;
+    let p_value = newcombe_one_sided_p(&counts, margin)?;
+    // One-sided level alpha/k (Holm's first step) = two-sided 2·alpha/k for the MDE formula.
+    let mde = if counts.discordant() == 0 {
+        None
+    } else {
+        let psi = counts.discordant() as f64 / n as f64;
+        Some(stats::minimum_detectable_effect(
+            n,
+            psi,
+            (2.0 * config.alpha / k_tasks as f64).min(0.999),
+            config.power,
+        )?)
+    };
+    Ok(AccuracyCheck {
+        baseline_accuracy: (counts.both + counts.only_second) as f64 / n as f64,
+        candidate_accuracy: (counts.both + counts.only_first) as f64 / n as f64,
+        mcnemar: stats::mcnemar_exact(&counts),
+        counts,
+        delta,
+        margin,
+        upper_bound,
+        p_value,
+        p_holm: p_value,
+        minimum_detectable_effect: mde,
+    })
+}
+
+fn accuracy_status(a: AccuracyCheck, config: &GateConfig, task: &str) -> Check {
+    let max_drop = config.max_drop_for(task);
+    let regression = a.p_holm <= config.alpha;
+    let underpowered =
+        !regression && max_drop > 0.0 && a.minimum_detectable_effect.is_some_and(|m| m > a.margin);
+    let status = if regression {
+        Status::Regression
+    } else if underpowered {
+        Status::Underpowered
+    } else {
+        Status::Pass
+    };
+    let mde = match a.minimum_detectable_effect {
+        Some(m) => format!("MDE {:.2}", 100.0 * m),
+        None => "MDE n/a (no discordant pairs)".into(),
+    };
+    let message = format!(
+        "{:.1} → {:.1}: Δ {:+.1} [{:+.1}, {:+.1}] points, McNemar p = {}, drop > {max_drop} points: p = {} (Holm {}), {mde}{}",
+        100.0 * a.baseline_accuracy,
+        100.0 * a.candidate_accuracy,
+        100.0 * a.delta.estimate,
+        100.0 * a.delta.low,
+        100.0 * a.delta.high,
+        fmt_p(a.mcnemar.p_value),
+        fmt_p(a.p_value),
+        fmt_p(a.p_holm),
+        match status {
+            Status::Regression => format!(
+                "; the candidate is worse by more than {max_drop} points at α = {}",
+                config.alpha
+            ),
+            Status::Underpowered => format!(
+                "; {} questions cannot show a {max_drop}-point drop (MDE > max_drop)",
+                a.counts.n()
+            ),
+            _ => String::new(),
+        }
+    );
+    Check {
+        name: "accuracy".into(),
+        status,
+        message,
+        accuracy: Some(a),
+        telemetry: None,
+        fairness: None,
+    }
+}
+
+fn fmt_p(p: f64) -> String {
+    // Exact tail probabilities on 10⁶ pairs underflow to 0; say so instead of "0e0".
+    if p < f64::MIN_POSITIVE {
+        "< 1e-300".to_string()
+    } else if p < 1e-4 {
+        format!("{p:.1e}")
+    } else {
+        format!("{p:.4}")
+    }
+}
+
+/// A group's `(correct, n)`.
+type Cell = (u64, u64);
+
+/// Max−min accuracy over the eligible groups from per-group `[correct, n]`.
+fn gap(cells: &[Cell], eligible: &[bool]) -> f64 {
+    let accs: Vec<f64> = cells
+        .iter()
+        .zip(eligible)
+        .filter(|(_, e)| **e)
+        .map(|((k, n), _)| *k as f64 / *n as f64)
+        .collect();
+    let hi = accs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let lo = accs.iter().copied().fold(f64::INFINITY, f64::min);
+    hi - lo
+}
+
+/// The change in one field's max−min accuracy gap, candidate − baseline. The bootstrap is
+/// paired and within groups: each group's questions are resampled together for both runs,
+/// which is a multinomial draw of the group's (both right, only candidate, only baseline,
+/// neither) counts (see `docs/statistics.md`, count-level resampling).
+fn fairness_check(
+    pairs: &[(bool, bool, &Prediction)],
+    field: &str,
+    min_group: usize,
+    tolerance: f64,
+    level: f64,
+    bootstrap: BootstrapConfig,
+) -> Result<Check> {
+    let labels: Vec<&str> = pairs
+        .iter()
+        .map(|p| p.2.groups.get(field).map(String::as_str).unwrap_or(""))
+        .collect();
+    let grouping = group_by(&[(field, labels.as_slice())])?;
+    let opts = FairnessOptions {
+        min_group_size: min_group,
+        bootstrap,
+    };
+    let base_correct: Vec<bool> = pairs.iter().map(|p| p.0).collect();
+    let cand_correct: Vec<bool> = pairs.iter().map(|p| p.1).collect();
+    let gap_of = |correct: &[bool], salt: u64| -> Result<fairness::Measure> {
+        let o = FairnessOptions {
+            bootstrap: bootstrap.salted(salt),
+            ..opts
+        };
+        let groups = group_accuracy(correct, &grouping, &o)?;
+        let measures = accuracy_disparities(&groups, &o)?;
+        measures
+            .into_iter()
+            .find(|m| m.name == "difference_between_groups")
+            .ok_or_else(|| anyhow::anyhow!("fairness measures lack difference_between_groups"))
+    };
+    let baseline_gap = gap_of(&base_correct, 1)?;
+    let candidate_gap = gap_of(&cand_correct, 2)?;
+    // Paired cells per group: [both, only candidate, only baseline, neither].
+    let mut cells = vec![[0u64; 4]; grouping.keys.len()];
+    for ((b, c), g) in base_correct
+        .iter()
+        .zip(&cand_correct)
+        .zip(&grouping.assignment)
+    {
+        if let Some(g) = g {
+            let k = match (b, c) {
+                (true, true) => 0,
+                (false, true) => 1,
+                (true, false) => 2,
+                (false, false) => 3,
+            };
+            cells[*g as usize][k] += 1;
+        }
+    }
+    let eligible: Vec<bool> = cells
+        .iter()
+        .map(|c| c.iter().sum::<u64>() as usize >= min_group)
+        .collect();
+    let n_eligible = eligible.iter().filter(|e| **e).count();
+    let mut check = FairnessCheck {
+        field: field.to_string(),
+        min_group,
+        groups: n_eligible,
+        baseline_gap,
+        candidate_gap,
+        delta: None,
+        delta_low: None,
+        delta_high: None,
+        lower_bound: None,
+        tolerance: 100.0 * tolerance,
+    };
+    if n_eligible < 2 {
+        return Ok(Check {
+            name: format!("fairness:{field}"),
+            status: Status::NotApplicable,
+            message: format!(
+                "fewer than two groups of {field} have at least {min_group} shared questions ({} groups in all)",
+                grouping.keys.len()
+            ),
+            accuracy: None,
+            telemetry: None,
+            fairness: Some(check),
+        });
+    }
+    let split = |c: &[[u64; 4]]| -> (Vec<Cell>, Vec<Cell>) {
+        c.iter()
+            .map(|x| {
+                let n = x.iter().sum::<u64>();
+                ((x[0] + x[2], n), (x[0] + x[1], n))
+            })
+            .unzip()
+    };
+    let diff = |c: &[[u64; 4]]| {
+        let (b, cand) = split(c);
+        gap(&cand, &eligible) - gap(&b, &eligible)
+    };
+    let point = diff(&cells);
+    let weights: Vec<[f64; 4]> = cells.iter().map(|c| c.map(|x| x as f64)).collect();
+    let mut reps: Vec<f64> = (0..bootstrap.resamples)
+        .into_par_iter()
+        .map(|b| {
+            let mut rng = resample_rng(bootstrap.seed, b);
+            let mut drawn = vec![[0u64; 4]; cells.len()];
+            for (g, c) in cells.iter().enumerate() {
+                multinomial_counts(&mut rng, c.iter().sum(), &weights[g], &mut drawn[g]);
+            }
+            diff(&drawn)
+        })
+        .collect();
+    reps.sort_by(f64::total_cmp);
+    check.delta = Some(point);
+    check.delta_low = Some(quantile_sorted(&reps, 0.025));
+    check.delta_high = Some(quantile_sorted(&reps, 0.975));
+    let lower = quantile_sorted(&reps, level);
+    check.lower_bound = Some(lower);
+    let status = if lower > tolerance {
+        Status::Regression
+    } else {
+        Status::Pass
+    };
+    let fmt_gap = |m: &fairness::Measure| {
+        m.estimate
+            .map(|e| format!("{:.1}", 100.0 * e))
+            .unwrap_or_else(|| "—".into())
+    };
+    let message = format!(
+        "max−min gap over {n_eligible} groups {} → {}: Δ {:+.1} [{:+.1}, {:+.1}] points; one-sided lower bound {:+.1} vs tolerance {:.1}",
+        fmt_gap(&check.baseline_gap),
+        fmt_gap(&check.candidate_gap),
+        100.0 * point,
+        100.0 * check.delta_low.unwrap_or(f64::NAN),
+        100.0 * check.delta_high.unwrap_or(f64::NAN),
+        100.0 * lower,
+        100.0 * tolerance
+    );
+    Ok(Check {
+        name: format!("fairness:{field}"),
+        status,
+        message,
+        accuracy: None,
+        telemetry: None,
+        fairness: Some(check),
+    })
+}
+
+/// A task's telemetry object in metrics.json (`tasks.<name>.telemetry`).
+fn task_telemetry<'a>(metrics: &'a Value, task: &str) -> Option<&'a Value> {
+    metrics
+        .get("tasks")?
+        .get(task)?
+        .get("telemetry")
+        .filter(|v| v.is_object())
+}
+
+/// The p95 end-to-end latency in a telemetry object, read defensively: the first of
+/// `e2e_ms.p95`, `latency_ms.p95`, `e2e.p95`, `latency.p95`, `total_ms.p95`, `p95_ms`, `p95`,
+/// then any member object's `p95` in key order. Returns the path read and the value.
+pub fn p95_latency(telemetry: &Value) -> Option<(String, f64)> {
+    let obj = telemetry.as_object()?;
+    for key in ["e2e_ms", "latency_ms", "e2e", "latency", "total_ms"] {
+        if let Some(v) = obj
+            .get(key)
+            .and_then(|o| o.get("p95"))
+            .and_then(Value::as_f64)
+        {
+            return Some((format!("{key}.p95"), v));
+        }
+        if let Some(v) = obj
+            .get(key)
+            .and_then(|o| o.get("e2e_ms").or_else(|| o.get("e2e")))
+            .and_then(|o| o.get("p95"))
+            .and_then(Value::as_f64)
+        {
+            return Some((format!("{key}.e2e.p95"), v));
+        }
+    }
+    for key in ["p95_ms", "p95"] {
+        if let Some(v) = obj.get(key).and_then(Value::as_f64) {
+            return Some((key.to_string(), v));
+        }
+    }
+    let mut keys: Vec<&String> = obj.keys().collect();
+    keys.sort();
+    keys.into_iter().find_map(|k| {
+        let v = obj.get(k)?.get("p95")?.as_f64()?;
+        Some((format!("{k}.p95"), v))
+    })
+}
+
+/// Peak VRAM in bytes: `peak_vram_bytes` in the telemetry object or any member object.
+pub fn peak_vram(telemetry: &Value) -> Option<(String, f64)> {
+    let obj = telemetry.as_object()?;
+    if let Some(v) = obj.get("peak_vram_bytes").and_then(Value::as_f64) {
+        return Some(("peak_vram_bytes".into(), v));
+    }
+    let mut keys: Vec<&String> = obj.keys().collect();
+    keys.sort();
+    keys.into_iter().find_map(|k| {
+        let v = obj.get(k)?.get("peak_vram_bytes")?.as_f64()?;
+        Some((format!("{k}.peak_vram_bytes"), v))
+    })
+}
+
+/// Compare one telemetry figure of the two runs; a missing or zero baseline is "not measured",
+/// never a failure.
+fn telemetry_check(
+    name: &str,
+    b: Option<(String, f64)>,
+    c: Option<(String, f64)>,
+    tol: f64,
+    unit: &str,
+) -> Check {
+    let mut t = TelemetryCheck {
+        source: b
+            .as_ref()
+            .or(c.as_ref())
+            .map(|x| format!("telemetry.{}", x.0)),
+        baseline: b.as_ref().map(|x| x.1),
+        candidate: c.as_ref().map(|x| x.1),
+        relative_change: None,
+        tolerance: tol,
+    };
+    let (status, message) = match (&b, &c) {
+        (Some((_, bv)), Some((_, cv))) if *bv > 0.0 && bv.is_finite() && cv.is_finite() => {
+            let rel = cv / bv - 1.0;
+            t.relative_change = Some(rel);
+            let status = if rel > tol {
+                Status::Regression
+            } else {
+                Status::Pass
+            };
+            let fmt = |v: f64| {
+                if unit == "bytes" {
+                    format!("{:.2} GiB", v / (1u64 << 30) as f64)
+                } else {
+                    format!("{v:.2} {unit}")
+                }
+            };
+            (
+                status,
+                format!(
+                    "{} {} → {} ({:+.1}%, tolerance +{:.1}%)",
+                    t.source.as_deref().unwrap_or(name),
+                    fmt(*bv),
+                    fmt(*cv),
+                    100.0 * rel,
+                    100.0 * tol
+                ),
+            )
+        }
+        (Some(_), Some(_)) => (
+            Status::NotMeasured,
+            "the baseline value is zero or not finite; no relative change".to_string(),
+        ),
+        _ => (
+            Status::NotMeasured,
+            format!(
+                "not measured in {}",
+                match (&b, &c) {
+                    (None, None) => "either run",
+                    (None, _) => "the baseline",
+                    _ => "the candidate",
+                }
+            ),
+        ),
+    };
+    Check {
+        name: name.to_string(),
+        status,
+        message,
+        accuracy: None,
+        telemetry: Some(t),
+        fairness: None,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Renderings
+
+/// The readable table for the terminal.
+pub fn to_text(report: &GateReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "faceval gate: baseline {} ({}) vs candidate {} ({})",
+        report.baseline.run, report.baseline.model, report.candidate.run, report.candidate.model
+    );
+    let _ = writeln!(
+        s,
+        "max_drop {} points, alpha {} (one-sided, Holm across {} tasks), power {}\n",
+        report.config.max_drop,
+        report.config.alpha,
+        report.tasks.len(),
+        report.config.power
+    );
+    let _ = writeln!(s, "{:<24} {:<18} {:<14} detail", "task", "check", "status");
+    for t in &report.tasks {
+        let _ = writeln!(
+            s,
+            "{:<24} {:<18} {:<14} {} shared questions, n = {} paired ({} baseline-only, {} candidate-only, {} with errors)",
+            t.task, "items", "", t.shared, t.n, t.baseline_only, t.candidate_only, t.excluded_errors
+        );
+        for c in &t.checks {
+            let _ = writeln!(
+                s,
+                "{:<24} {:<18} {:<14} {}",
+                t.task,
+                c.name,
+                status_label(report, c),
+                c.message
+            );
+        }
+    }
+    for c in &report.run_checks {
+        let _ = writeln!(
+            s,
+            "{:<24} {:<18} {:<14} {}",
+            "(run)",
+            c.name,
+            status_label(report, c),
+            c.message
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\n{}: {} failing checks, {} warnings",
+        if report.passed { "PASS" } else { "FAIL" },
+        report.failures,
+        report.warnings
+    );
+    s
+}
+
+fn status_label(report: &GateReport, c: &Check) -> String {
+    match c.status {
+        Status::Underpowered if report.config.fail_on_underpowered => "UNDERPOWERED".into(),
+        Status::Underpowered => "underpowered⚠".into(),
+        Status::Regression => "REGRESSION".into(),
+        other => other.as_str().into(),
+    }
+}
+
+/// A Markdown summary for a CI step summary.
+pub fn to_markdown(report: &GateReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "## faceval gate: {}\n",
+        if report.passed {
+            "✅ pass"
+        } else {
+            "❌ fail"
+        }
+    );
+    let _ = writeln!(
+        s,
+        "Baseline `{}` ({}) vs candidate `{}` ({}). Regression when the candidate is worse than \
+         **{} points** at one-sided α = {} (Holm across {} tasks). {} failing checks, {} warnings.\n",
+        report.baseline.run,
+        report.baseline.model,
+        report.candidate.run,
+        report.candidate.model,
+        report.config.max_drop,
+        report.config.alpha,
+        report.tasks.len(),
+        report.failures,
+        report.warnings
+    );
+    let _ = writeln!(s, "| task | check | status | detail |\n|---|---|---|---|");
+    let esc = |x: &str| x.replace('|', "\\|");
+    for (task, c) in report.all_checks() {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} |",
+            task.unwrap_or("(run)"),
+            c.name,
+            status_label(report, c),
+            esc(&c.message)
+        );
+    }
+    s
+}
+
+fn xml_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for ch in s.chars() {
+        match ch {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            // XML 1.0 forbids most control characters even when escaped.
+            c if (c as u32) < 0x20 && c != '\n' && c != '\t' && c != '\r' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// JUnit XML: one testcase per task and check. Regressions (and underpowered checks when
+/// they fail the gate) are `<failure>`s; unmeasured or inapplicable checks are `<skipped>`.
+pub fn to_junit(report: &GateReport) -> String {
+    let checks: Vec<(Option<&str>, &Check)> = report.all_checks().collect();
+    let failures = checks.iter().filter(|(_, c)| report.fails(c)).count();
+    let skipped = checks
+        .iter()
+        .filter(|(_, c)| matches!(c.status, Status::NotMeasured | Status::NotApplicable))
+        .count();
+    let suite = format!(
+        "faceval gate: {} vs {}",
+        report.baseline.model, report.candidate.model
+    );
+    let mut s = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let _ = writeln!(
+        s,
+        "<testsuites name=\"faceval gate\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" skipped=\"{skipped}\">",
+        checks.len()
+    );
+    let _ = writeln!(
+        s,
+        "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" skipped=\"{skipped}\">",
+        xml_escape(&suite),
+        checks.len()
+    );
+    for (task, c) in &checks {
+        let _ = write!(
+            s,
+            "    <testcase classname=\"faceval.gate.{}\" name=\"{}\" time=\"0\"",
+            xml_escape(task.unwrap_or("run")),
+            xml_escape(&c.name)
+        );
+        let msg = xml_escape(&c.message);
+        if report.fails(c) {
+            let _ = writeln!(
+                s,
+                ">\n      <failure message=\"{msg}\" type=\"{}\">{msg}</failure>\n    </testcase>",
+                c.status.as_str()
+            );
+        } else if matches!(c.status, Status::NotMeasured | Status::NotApplicable) {
+            let _ = writeln!(s, ">\n      <skipped message=\"{msg}\"/>\n    </testcase>");
+        } else {
+            let _ = writeln!(
+                s,
+                ">\n      <system-out>{}: {msg}</system-out>\n    </testcase>",
+                c.status.as_str()
+            );
+        }
+    }
+    s.push_str("  </testsuite>\n</testsuites>\n");
+    s
+}
+
+/// Write a text file, naming it in the error.
+pub fn write_file(path: &PathBuf, text: &str) -> Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| input_error(format!("{}: cannot create: {e}", parent.display())))?;
+    }
+    std::fs::write(path, text)
+        .map_err(|e| input_error(format!("{}: cannot write: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counts(both: u64, only_first: u64, only_second: u64, neither: u64) -> PairedCounts {
+        PairedCounts {
+            both,
+            only_first,
+            only_second,
+            neither,
+        }
+    }
+
+    #[test]
+    fn one_sided_p_inverts_the_newcombe_bound() {
+        // A clear 10-point drop on 1,000 questions, margin 1 point.
+        let c = counts(600, 20, 120, 260);
+        let p = newcombe_one_sided_p(&c, 0.01).unwrap();
+        assert!(p < 1e-6, "{p}");
+        // At α = p the one-sided upper bound sits on −margin.
+        let c2 = counts(150, 10, 22, 18);
+        let p2 = newcombe_one_sided_p(&c2, 0.01).unwrap();
+        assert!(p2 > 0.0 && p2 < 0.5, "{p2}");
+        let at = stats::newcombe_paired(&c2, 1.0 - 2.0 * p2).unwrap().high;
+        assert!((at + 0.01).abs() < 1e-9, "bound at p: {at}");
+        // Estimate above −margin: never a regression.
+        assert_eq!(
+            newcombe_one_sided_p(&counts(50, 5, 5, 40), 0.01).unwrap(),
+            1.0
+        );
+        assert_eq!(
+            newcombe_one_sided_p(&counts(50, 0, 0, 50), 0.0).unwrap(),
+            1.0
+        );
+    }
+
+    #[test]
+    fn one_sided_p_is_monotone_in_the_margin() {
+        let c = counts(500, 30, 60, 410);
+        let ps: Vec<f64> = [0.0, 0.01, 0.02, 0.025]
+            .iter()
+            .map(|m| newcombe_one_sided_p(&c, *m).unwrap())
+            .collect();
+        assert!(ps.windows(2).all(|w| w[0] <= w[1]), "{ps:?}");
+    }
+
+    #[test]
+    fn unknown_config_key_names_it_and_lists_the_valid_ones() {
+        let err =
+            GateConfig::parse("max_drop = 2\nmax_dorp = 1\n", Path::new("gate.toml")).unwrap_err();
+        let msg = err.to_string();
+        assert!(crate::error::is_input_error(&err));
+        assert!(
+            msg.contains("gate.toml") && msg.contains("max_dorp"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("max_drop") && msg.contains("latency_tolerance"),
+            "{msg}"
+        );
+        let nested = GateConfig::parse("[task.x]\nmax_drop = 1\nalpha = 2\n", Path::new("g.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            nested.contains("alpha") && nested.contains("fairness_tolerance"),
+            "{nested}"
+        );
+    }
+
+    #[test]
+    fn config_defaults_and_ranges() {
+        let c = GateConfig::default();
+        assert_eq!(c.max_drop, 1.0);
+        assert_eq!(c.alpha, 0.05);
+        assert!(!c.fail_on_underpowered);
+        let err = GateConfig::parse("alpha = 0.7\n", Path::new("g.toml")).unwrap_err();
+        assert!(err.to_string().contains("alpha"), "{err}");
+    }
+
+    #[test]
+    fn telemetry_is_read_defensively() {
+        let v: Value =
+            serde_json::json!({"e2e_ms": {"p50": 10.0, "p95": 20.0}, "peak_vram_bytes": 1e9});
+        assert_eq!(p95_latency(&v), Some(("e2e_ms.p95".into(), 20.0)));
+        assert_eq!(peak_vram(&v), Some(("peak_vram_bytes".into(), 1e9)));
+        let nested: Value =
+            serde_json::json!({"latency": {"ttft_ms": {"p95": 3.0}, "e2e_ms": {"p95": 9.0}}});
+        assert_eq!(p95_latency(&nested), Some(("latency.e2e.p95".into(), 9.0)));
+        assert_eq!(p95_latency(&serde_json::json!({"note": "cpu"})), None);
+        let none = telemetry_check("latency_p95", p95_latency(&v), None, 0.1, "ms");
+        assert_eq!(none.status, Status::NotMeasured);
+        let slower: Value = serde_json::json!({"e2e_ms": {"p95": 30.0}, "peak_vram_bytes": 1e9});
+        let lat = telemetry_check(
+            "latency_p95",
+            p95_latency(&v),
+            p95_latency(&slower),
+            0.1,
+            "ms",
+        );
+        assert_eq!(lat.status, Status::Regression);
+        let mem = telemetry_check(
+            "peak_vram",
+            peak_vram(&v),
+            peak_vram(&slower),
+            0.05,
+            "bytes",
+        );
+        assert_eq!(mem.status, Status::Pass);
+    }
+
+    #[test]
+    fn junit_escapes_and_counts() {
+        let report = GateReport {
+            baseline: RunRef {
+                run: "a".into(),
+                model: "m<1>".into(),
+            },
+            candidate: RunRef {
+                run: "b".into(),
+                model: "m&2".into(),
+            },
+            config: GateConfig::default(),
+            tasks: vec![TaskGate {
+                task: "t".into(),
+                version: "1".into(),
+                shared: 1,
+                baseline_only: 0,
+                candidate_only: 0,
+                excluded_errors: 0,
+                n: 1,
+                checks: vec![Check {
+                    name: "accuracy".into(),
+                    status: Status::Regression,
+                    message: "Δ < 0 \"bad\"".into(),
+                    accuracy: None,
+                    telemetry: None,
+                    fairness: None,
+                }],
+            }],
+            run_checks: vec![],
+            failures: 1,
+            warnings: 0,
+            passed: false,
+        };
+        let x = to_junit(&report);
+        assert!(x.contains("failures=\"1\""));
+        assert!(x.contains("m&lt;1&gt; vs m&amp;2"));
+        assert!(x.contains("&quot;bad&quot;") && !x.contains("\"bad\""));
+    }
+}
