@@ -156,6 +156,8 @@ impl InternVlModel {
             None => None,
         };
         let embeds = self.net.input_embeds(&ids, feats.as_ref())?;
+        // GPU work is asynchronous: wait for it, or vision time would be charged to prefill.
+        self.net.device().synchronize()?;
         timings.vision_ms = t1.elapsed().as_secs_f64() * 1e3;
         Ok((ids, embeds))
     }
