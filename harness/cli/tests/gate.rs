@@ -26,7 +26,7 @@ fn write_run(dir: &Path, task: &str, fingerprint: &str, n: usize, correct: impl 
     let manifest = json!({
         "format": 1,
         "model": {"name": dir.file_name().unwrap().to_string_lossy(), "fingerprint": "m"},
-        "tasks": [{"name": task, "version": "1", "fingerprint": fingerprint, "style": "multiplechoice",
+        "tasks": [{"name": task, "version": "1", "fingerprint": fingerprint, "style": "multiple_choice",
                    "labels": ["happiness", "sadness"], "groups": ["gender"], "breakdown": [], "circular": false}],
         "seed": 0
     });

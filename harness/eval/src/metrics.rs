@@ -107,62 +107,77 @@ fn proportion(k: usize, n: usize) -> Option<Interval> {
         .and_then(Result::ok)
 }
 
-/// Balanced accuracy (mean per-class recall) and macro-F1 over `(target, predicted)` label
-/// indices; `None` predictions count as wrong for every class.
-pub fn balanced_accuracy(pairs: &[(usize, Option<usize>)], n_labels: usize) -> f64 {
-    let mut support = vec![0u64; n_labels];
-    let mut hits = vec![0u64; n_labels];
+/// Confusion counts from `(target, predicted)` label indices: `n_labels` rows, with a last
+/// column for answers that map onto no label.
+pub fn confusion_counts(pairs: &[(usize, Option<usize>)], n_labels: usize) -> Vec<Vec<u64>> {
+    let mut m = vec![vec![0u64; n_labels + 1]; n_labels];
     for &(t, p) in pairs {
-        support[t] += 1;
-        if p == Some(t) {
-            hits[t] += 1;
-        }
+        m[t][p.unwrap_or(n_labels)] += 1;
     }
-    let present: Vec<usize> = (0..n_labels).filter(|&c| support[c] > 0).collect();
-    if present.is_empty() {
+    m
+}
+
+/// Balanced accuracy (mean per-class recall over the classes present in the targets) from
+/// confusion counts; unreadable answers count as wrong for their class.
+pub fn balanced_accuracy(m: &[Vec<u64>]) -> f64 {
+    let recalls: Vec<f64> = m
+        .iter()
+        .enumerate()
+        .filter_map(|(c, row)| {
+            let support: u64 = row.iter().sum();
+            (support > 0).then(|| row[c] as f64 / support as f64)
+        })
+        .collect();
+    if recalls.is_empty() {
         return f64::NAN;
     }
-    present
-        .iter()
-        .map(|&c| hits[c] as f64 / support[c] as f64)
-        .sum::<f64>()
-        / present.len() as f64
+    recalls.iter().sum::<f64>() / recalls.len() as f64
 }
 
 /// Macro-F1 over the classes that occur as target or prediction (scikit-learn's default
-/// label set); a class with no true or predicted instance is left out.
-pub fn macro_f1(pairs: &[(usize, Option<usize>)], n_labels: usize) -> f64 {
-    let mut tp = vec![0u64; n_labels];
-    let mut fp = vec![0u64; n_labels];
-    let mut fn_ = vec![0u64; n_labels];
-    for &(t, p) in pairs {
-        match p {
-            Some(p) if p == t => tp[t] += 1,
-            Some(p) => {
-                fp[p] += 1;
-                fn_[t] += 1;
-            }
-            None => fn_[t] += 1,
-        }
-    }
-    let classes: Vec<usize> = (0..n_labels)
-        .filter(|&c| tp[c] + fp[c] + fn_[c] > 0)
+/// label set). Unreadable answers are false negatives of their class, not a class of their own.
+pub fn macro_f1(m: &[Vec<u64>]) -> f64 {
+    let k = m.len();
+    let f1s: Vec<f64> = (0..k)
+        .filter_map(|c| {
+            let tp = m[c][c];
+            let fn_ = m[c].iter().sum::<u64>() - tp;
+            let fp = (0..k).map(|r| m[r][c]).sum::<u64>() - tp;
+            (tp + fp + fn_ > 0).then(|| 2.0 * tp as f64 / (2 * tp + fp + fn_) as f64)
+        })
         .collect();
-    if classes.is_empty() {
+    if f1s.is_empty() {
         return f64::NAN;
     }
-    classes
-        .iter()
-        .map(|&c| {
-            let denom = 2 * tp[c] + fp[c] + fn_[c];
-            if denom == 0 {
-                0.0
-            } else {
-                2.0 * tp[c] as f64 / denom as f64
-            }
-        })
-        .sum::<f64>()
-        / classes.len() as f64
+    f1s.iter().sum::<f64>() / f1s.len() as f64
+}
+
+/// Percentile bootstrap of a statistic of the confusion matrix. Resampling n items with
+/// replacement and counting them is the same as one multinomial draw of n over the cells with
+/// the observed proportions, so each resample costs O(cells), not O(n).
+fn bootstrap_confusion(m: &[Vec<u64>], statistic: fn(&[Vec<u64>]) -> f64, config: &BootstrapConfig) -> Option<Interval> {
+    let cols = m.first()?.len();
+    let weights: Vec<f64> = m.iter().flatten().map(|&c| c as f64).collect();
+    let n: u64 = m.iter().flatten().sum();
+    if n == 0 {
+        return None;
+    }
+    let reps = stats::bootstrap::replicates(config, |rng| {
+        let mut flat = vec![0u64; weights.len()];
+        stats::bootstrap::multinomial_counts(rng, n, &weights, &mut flat);
+        let drawn: Vec<Vec<u64>> = flat.chunks(cols).map(<[u64]>::to_vec).collect();
+        statistic(&drawn)
+    });
+    // A resample can lose every item of a class; the statistic is then over fewer classes,
+    // exactly as with item resampling, so NaN only arises when all items vanish (never).
+    stats::bootstrap::percentile_interval(
+        reps,
+        statistic(m),
+        n as usize,
+        config.confidence,
+        stats::Method::PercentileBootstrap,
+    )
+    .ok()
 }
 
 /// Score one task's predictions.
@@ -208,14 +223,9 @@ pub fn task_metrics(
             .filter_map(|f| Some((index(&f.first.target_label)?, index(&f.first.parsed_label))))
             .collect();
         if !pairs.is_empty() && !record.circular {
-            let nl = record.labels.len();
-            m.balanced_accuracy =
-                stats::bootstrap(&pairs, |s| balanced_accuracy(s, nl), &bootstrap.salted(2)).ok();
-            m.macro_f1 = stats::bootstrap(&pairs, |s| macro_f1(s, nl), &bootstrap.salted(3)).ok();
-            let mut matrix = vec![vec![0u64; nl + 1]; nl];
-            for &(t, p) in &pairs {
-                matrix[t][p.unwrap_or(nl)] += 1;
-            }
+            let matrix = confusion_counts(&pairs, record.labels.len());
+            m.balanced_accuracy = bootstrap_confusion(&matrix, balanced_accuracy, &bootstrap.salted(2));
+            m.macro_f1 = bootstrap_confusion(&matrix, macro_f1, &bootstrap.salted(3));
             m.confusion_matrix = Some(Confusion {
                 labels: record.labels.clone(),
                 matrix,
@@ -330,7 +340,14 @@ mod tests {
             (1, Some(2)),
             (2, Some(2)),
         ];
-        assert!((balanced_accuracy(&pairs, 3) - (2.0 / 3.0 + 0.5 + 1.0) / 3.0).abs() < 1e-12);
-        assert!((macro_f1(&pairs, 3) - (0.8 + 0.5 + 2.0 / 3.0) / 3.0).abs() < 1e-12);
+        let m = confusion_counts(&pairs, 3);
+        assert!((balanced_accuracy(&m) - (2.0 / 3.0 + 0.5 + 1.0) / 3.0).abs() < 1e-12);
+        assert!((macro_f1(&m) - (0.8 + 0.5 + 2.0 / 3.0) / 3.0).abs() < 1e-12);
+        // An unreadable answer is a false negative of its class and no class of its own.
+        let u = confusion_counts(&[(0, Some(0)), (1, None)], 2);
+        assert_eq!(balanced_accuracy(&u), 0.5);
+        assert!((macro_f1(&u) - 0.5).abs() < 1e-12);
+        let ci = bootstrap_confusion(&m, macro_f1, &BootstrapConfig::default()).unwrap();
+        assert!(ci.low <= ci.estimate && ci.estimate <= ci.high && ci.low < ci.high);
     }
 }

@@ -49,7 +49,11 @@ pub fn task_record(task: &Task) -> TaskRecord {
         version: s.version.clone(),
         fingerprint: task.fingerprint.clone(),
         path: task.path.display().to_string(),
-        style: format!("{:?}", s.question.style).to_lowercase(),
+        // The TOML spelling (`multiple_choice`, `open`, `numeric`), as docs/run-format.md says.
+        style: serde_json::to_value(s.question.style)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default(),
         labels: if s.question.bin_labels.is_empty() {
             task.labels.values().to_vec()
         } else {
