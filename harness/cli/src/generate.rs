@@ -39,6 +39,10 @@ pub struct GenerateArgs {
     /// Print one JSON object: text, token_ids, prompt_tokens, top_logprobs, timings.
     #[arg(long)]
     pub json: bool,
+    /// Ask the same request this many times in one process (the model loaded once) and report
+    /// every run's timings under `repeats`; `timings` are the last run's. For timing.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub repeat: u64,
 }
 
 fn read_image(path: &Path) -> anyhow::Result<image::DynamicImage> {
@@ -78,9 +82,16 @@ pub fn generate(args: GenerateArgs, baselines_dir: &Path) -> anyhow::Result<Exit
         choice_texts: vec![],
         seed: 0,
     };
-    let started = Instant::now();
-    let mut g = model.generate(&request)?;
-    g.timings.e2e_ms = started.elapsed().as_secs_f64() * 1e3;
+    let mut repeats = Vec::with_capacity(args.repeat as usize);
+    let mut last = None;
+    for _ in 0..args.repeat {
+        let started = Instant::now();
+        let mut g = model.generate(&request)?;
+        g.timings.e2e_ms = started.elapsed().as_secs_f64() * 1e3;
+        repeats.push(g.timings.clone());
+        last = Some(g);
+    }
+    let g = last.ok_or_else(|| anyhow::anyhow!("--repeat must be at least 1"))?;
     if args.json {
         let info = model.info();
         let decode_steps = g.token_ids.len().saturating_sub(1);
@@ -90,6 +101,7 @@ pub fn generate(args: GenerateArgs, baselines_dir: &Path) -> anyhow::Result<Exit
             "prompt_tokens": g.prompt_tokens,
             "top_logprobs": g.top_logprobs,
             "timings": g.timings,
+            "repeats": repeats,
             // The first token comes from the prefill; each later one from one decode step.
             "decode_tokens_per_s": (decode_steps > 0 && g.timings.decode_ms > 0.0)
                 .then(|| decode_steps as f64 / (g.timings.decode_ms / 1e3)),
@@ -106,5 +118,35 @@ pub fn generate(args: GenerateArgs, baselines_dir: &Path) -> anyhow::Result<Exit
     } else {
         println!("{}", g.text);
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args)]
+pub struct MakeCheckpointArgs {
+    /// `tiny` (the demo model) or `1b` (InternVL3-1B dimensions, about 3.2 GB in f32).
+    #[arg(long, default_value = "1b")]
+    pub size: String,
+    /// Folder to write (config.json, model.safetensors, tokenizer, templates).
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+/// Hidden `faceval make-checkpoint`: writes a seeded random-weight InternVL3 checkpoint in the
+/// transformers 5.x format, for benchmarks and for timing against transformers on equal weights
+/// (`tools/cpu_side_by_side.py`).
+pub fn make_checkpoint(args: MakeCheckpointArgs) -> anyhow::Result<ExitCode> {
+    use faceval_models::internvl::tiny::{write_checkpoint, TinySpec};
+    let spec = TinySpec::by_name(&args.size).map_err(|e| input_error(format!("--size: {e}")))?;
+    let started = Instant::now();
+    write_checkpoint(&args.out, &spec, args.seed)?;
+    eprintln!(
+        "{}: {} parameters, seed {}, {:.1} s",
+        args.out.display(),
+        spec.param_count(),
+        args.seed,
+        started.elapsed().as_secs_f64()
+    );
     Ok(ExitCode::SUCCESS)
 }

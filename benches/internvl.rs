@@ -1,0 +1,95 @@
+//! InternVL3-1B-sized inference on the CPU in f32: vision forward (one 448 px tile through
+//! InternViT-300M and the projector), prefill (the whole prompt through Qwen2-0.5B-sized layers
+//! up to the first token's logits) and one decode step (one token after the prompt's KV cache).
+//!
+//! The checkpoint has the dimensions of InternVL3-1B with seeded random weights, written once by
+//! `faceval_models::internvl::tiny` into the benches' target tmpdir (about 3.2 GB; set
+//! `FACEVAL_BENCH_CHECKPOINT` to use another folder) and loaded like any checkpoint. Speed does
+//! not depend on the weights' values. Sample counts are small: one vision forward takes seconds
+//! on two cores. `docs/performance.md` has the figures and the transformers comparison.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use faceval_models::internvl::tiny::{write_checkpoint, TinySpec};
+use faceval_models::internvl::{parse_device, parse_dtype, InternVlModel};
+
+/// The prompt of `tools/cpu_side_by_side.py`.
+const PROMPT: &str = "Describe the face in this image.";
+
+fn checkpoint() -> PathBuf {
+    if let Some(dir) = std::env::var_os("FACEVAL_BENCH_CHECKPOINT") {
+        return PathBuf::from(dir);
+    }
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("internvl3-1b-random-seed0");
+    if !dir.join("model.safetensors").is_file() {
+        eprintln!("writing the InternVL3-1B-sized checkpoint to {}", dir.display());
+        write_checkpoint(&dir, &TinySpec::internvl3_1b(), 0).expect("write the bench checkpoint");
+    }
+    dir
+}
+
+fn face() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../harness/models/tests/fixtures/internvl/images/face_448.png")
+}
+
+fn internvl(c: &mut Criterion) {
+    let dir = checkpoint();
+    let model = InternVlModel::load(
+        &dir.display().to_string(),
+        &parse_device("cpu").unwrap(),
+        parse_dtype("f32").unwrap(),
+    )
+    .expect("load the bench checkpoint");
+    let net = model.network();
+    let pixels = model.processor().preprocess_paths(&[face()]).unwrap();
+    let (_, ids) = model.text().build(&pixels.tiles_per_image, PROMPT).unwrap();
+    let px = pixels.to_tensor(net.device()).unwrap();
+    let feats = net.image_features(&px).unwrap();
+    let embeds = net.input_embeds(&ids, Some(&feats)).unwrap();
+    eprintln!(
+        "prompt: {} tokens ({} tiles); {} parameters",
+        ids.len(),
+        pixels.tiles_per_image.iter().sum::<usize>(),
+        TinySpec::internvl3_1b().param_count()
+    );
+
+    let mut g = c.benchmark_group("internvl3_1b_cpu_f32");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(20));
+    g.bench_function("vision_forward_1_tile", |b| {
+        b.iter(|| net.image_features(&px).unwrap())
+    });
+    g.bench_function("prefill", |b| {
+        b.iter(|| {
+            let mut cache = net.new_cache();
+            let h = net.forward(&embeds, &mut cache).unwrap();
+            let t = h.dim(1).unwrap();
+            net.logits(&h.narrow(1, t - 1, 1).unwrap()).unwrap()
+        })
+    });
+    let mut prefilled = net.new_cache();
+    net.forward(&embeds, &mut prefilled).unwrap();
+    let next = net.language_model().embed_ids(&[151]).unwrap();
+    g.bench_function("decode_step", |b| {
+        b.iter(|| {
+            // A copy of the prompt's cache (reference-counted tensors), so every step sees the
+            // same context length.
+            let mut cache = prefilled.clone();
+            let h = net.forward(&next, &mut cache).unwrap();
+            net.logits(&h).unwrap()
+        })
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    // No plots: plotters needs system fonts that minimal machines lack.
+    config = Criterion::default().without_plots();
+    targets = internvl
+}
+criterion_main!(benches);
