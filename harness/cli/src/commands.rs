@@ -50,12 +50,27 @@ pub struct RunArgs {
     /// Model calls at the start of each task whose timings telemetry leaves out (still scored).
     #[arg(long, default_value_t = faceval_eval::telemetry::DEFAULT_WARMUP)]
     pub warmup: usize,
+    /// Where models with weights run: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Precision of models with weights: auto (f32 on CPU, bf16 on CUDA), f32, bf16 or f16.
+    /// Overrides the manifest's `dtype`.
+    #[arg(long)]
+    pub dtype: Option<String>,
 }
 
 pub fn parse_shard(s: &str) -> Result<Shard, String> {
-    let (i, n) = s.split_once('/').ok_or_else(|| format!("expected I/N such as 0/4, got {s:?}"))?;
-    let index: usize = i.trim().parse().map_err(|_| format!("shard index {i:?} is not a number"))?;
-    let count: usize = n.trim().parse().map_err(|_| format!("shard count {n:?} is not a number"))?;
+    let (i, n) = s
+        .split_once('/')
+        .ok_or_else(|| format!("expected I/N such as 0/4, got {s:?}"))?;
+    let index: usize = i
+        .trim()
+        .parse()
+        .map_err(|_| format!("shard index {i:?} is not a number"))?;
+    let count: usize = n
+        .trim()
+        .parse()
+        .map_err(|_| format!("shard count {n:?} is not a number"))?;
     if count == 0 || index >= count {
         return Err(format!("shard {index}/{count}: need 0 ≤ I < N"));
     }
@@ -124,7 +139,12 @@ pub fn tasks(action: TasksAction, tasks_dir: &Path) -> anyhow::Result<ExitCode> 
         }
         TasksAction::Show { name } => {
             let t = task::resolve(&name, tasks_dir)?;
-            println!("# {} (v{}) from {}", t.name(), t.spec.version, t.path.display());
+            println!(
+                "# {} (v{}) from {}",
+                t.name(),
+                t.spec.version,
+                t.path.display()
+            );
             println!("# fingerprint sha256:{}", t.fingerprint);
             println!("# labels: {}", t.labels.values().join(", "));
             println!("{}", std::fs::read_to_string(&t.path)?);
@@ -132,7 +152,10 @@ pub fn tasks(action: TasksAction, tasks_dir: &Path) -> anyhow::Result<ExitCode> 
         }
         TasksAction::Validate { names } => {
             let paths: Vec<String> = if names.is_empty() {
-                task::list_task_files(tasks_dir)?.iter().map(|p| p.display().to_string()).collect()
+                task::list_task_files(tasks_dir)?
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect()
             } else {
                 names
             };
@@ -147,15 +170,50 @@ pub fn tasks(action: TasksAction, tasks_dir: &Path) -> anyhow::Result<ExitCode> 
                 }
             }
             if bad > 0 {
-                return Err(input_error(format!("{bad} of {} task files are invalid", paths.len())));
+                return Err(input_error(format!(
+                    "{bad} of {} task files are invalid",
+                    paths.len()
+                )));
             }
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
-/// Load the model a manifest describes.
-pub fn instantiate(loaded: &LoadedManifest) -> anyhow::Result<(ModelHandle, ModelRecord)> {
+/// `auto` → f32 on the CPU (candle's CPU kernels are fastest and exact there), bf16 on CUDA
+/// (what the checkpoints are stored in).
+pub fn resolve_dtype<'a>(requested: &'a str, device: &candle_core::Device) -> &'a str {
+    match requested {
+        "auto" if device.is_cpu() => "f32",
+        "auto" => "bf16",
+        other => other,
+    }
+}
+
+/// Load an InternVL checkpoint (`source`: a folder or hf://Org/Name[@rev]) on `device` in
+/// `dtype` (`auto`, f32, bf16, f16). Bad devices, dtypes and checkpoints are input errors.
+pub fn load_internvl(
+    name: &str,
+    source: &str,
+    device: &str,
+    dtype: &str,
+) -> anyhow::Result<faceval_models::internvl::InternVlModel> {
+    use faceval_models::internvl;
+    let dev =
+        internvl::parse_device(device).map_err(|e| input_error(format!("--device: {e:#}")))?;
+    let dt = internvl::parse_dtype(resolve_dtype(dtype, &dev))
+        .map_err(|e| input_error(format!("model {name}: dtype: {e:#}")))?;
+    internvl::InternVlModel::load(source, &dev, dt)
+        .map_err(|e| input_error(format!("model {name} ({source}): {e:#}")))
+}
+
+/// Load the model a manifest describes; models with weights go on `device` (cpu, cuda,
+/// cuda:N) in `dtype` (`None`: the manifest's own).
+pub fn instantiate_on(
+    loaded: &LoadedManifest,
+    device: &str,
+    dtype: Option<&str>,
+) -> anyhow::Result<(ModelHandle, ModelRecord)> {
     let m = &loaded.manifest;
     let mut record = ModelRecord {
         name: m.name.clone(),
@@ -168,12 +226,12 @@ pub fn instantiate(loaded: &LoadedManifest) -> anyhow::Result<(ModelHandle, Mode
         ModelKind::Random => ModelHandle::Loaded(Box::new(faceval_models::RandomModel)),
         ModelKind::Majority => ModelHandle::Majority,
         ModelKind::Openai => ModelHandle::Loaded(Box::new(crate::serve::connect_openai(m)?)),
-        ModelKind::Internvl => {
-            return Err(input_error(format!(
-                "model {}: InternVL inference is not built into this binary yet",
-                m.name
-            )))
-        }
+        ModelKind::Internvl => ModelHandle::Loaded(Box::new(load_internvl(
+            &m.name,
+            &m.source,
+            device,
+            dtype.unwrap_or(&m.dtype),
+        )?)),
     };
     if let ModelHandle::Loaded(model) = &handle {
         let info = model.info();
@@ -200,19 +258,39 @@ fn base_manifest(record: ModelRecord) -> Manifest {
 
 pub fn run(args: RunArgs, tasks_dir: &Path, baselines_dir: &Path) -> anyhow::Result<ExitCode> {
     let loaded = model_manifest::resolve(&args.model, baselines_dir)?;
-    let tasks: Vec<Task> = args.tasks.iter().map(|t| task::resolve(t, tasks_dir)).collect::<anyhow::Result<_>>()?;
+    let tasks: Vec<Task> = args
+        .tasks
+        .iter()
+        .map(|t| task::resolve(t, tasks_dir))
+        .collect::<anyhow::Result<_>>()?;
     if !args.data.is_dir() {
         return Err(input_error(format!(
             "--data {}: no such folder; it should hold the datasets the tasks name (see docs/datasets.md)",
             args.data.display()
         )));
     }
-    let (mut handle, record) = instantiate(&loaded)?;
-    let out = args.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(&loaded.manifest.name));
+    let (mut handle, record) = instantiate_on(&loaded, &args.device, args.dtype.as_deref())?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs").join(&loaded.manifest.name));
     let mut manifest = base_manifest(record);
-    manifest.notes.insert("data".into(), args.data.display().to_string());
+    if let ModelHandle::Loaded(model) = &handle {
+        // Models with weights say where they run; the weightless floors keep the defaults.
+        let info = model.info();
+        if !info.dtype.is_empty() && info.dtype != "none" {
+            manifest.device = info.device;
+            manifest.dtype = info.dtype;
+        }
+    }
+    manifest
+        .notes
+        .insert("data".into(), args.data.display().to_string());
     if matches!(handle, ModelHandle::Majority) {
-        manifest.notes.insert("majority.reference".into(), "the evaluated split itself (oracle floor)".into());
+        manifest.notes.insert(
+            "majority.reference".into(),
+            "the evaluated split itself (oracle floor)".into(),
+        );
     }
     let opts = RunOptions {
         data_root: args.data,
@@ -237,16 +315,37 @@ pub fn run(args: RunArgs, tasks_dir: &Path, baselines_dir: &Path) -> anyhow::Res
 }
 
 pub fn print_metrics(m: &RunMetrics) {
-    println!("{:<28} {:>6} {:>22} {:>8} {:>7}", "task", "n", "accuracy [95% CI]", "unparse", "errors");
+    println!(
+        "{:<28} {:>6} {:>22} {:>8} {:>7}",
+        "task", "n", "accuracy [95% CI]", "unparse", "errors"
+    );
     for (name, t) in &m.tasks {
         let acc = t
             .accuracy
             .as_ref()
-            .map(|a| format!("{:.1} [{:.1}, {:.1}]", 100.0 * a.estimate, 100.0 * a.low, 100.0 * a.high))
-            .or_else(|| t.mae.as_ref().map(|a| format!("MAE {:.2} [{:.2}, {:.2}]", a.estimate, a.low, a.high)))
+            .map(|a| {
+                format!(
+                    "{:.1} [{:.1}, {:.1}]",
+                    100.0 * a.estimate,
+                    100.0 * a.low,
+                    100.0 * a.high
+                )
+            })
+            .or_else(|| {
+                t.mae
+                    .as_ref()
+                    .map(|a| format!("MAE {:.2} [{:.2}, {:.2}]", a.estimate, a.low, a.high))
+            })
             .unwrap_or_else(|| "—".into());
-        let unp = t.unparseable_rate.as_ref().map(|u| format!("{:.1}%", 100.0 * u.estimate)).unwrap_or_else(|| "—".into());
-        println!("{:<28} {:>6} {:>22} {:>8} {:>7}", name, t.n, acc, unp, t.n_errors);
+        let unp = t
+            .unparseable_rate
+            .as_ref()
+            .map(|u| format!("{:.1}%", 100.0 * u.estimate))
+            .unwrap_or_else(|| "—".into());
+        println!(
+            "{:<28} {:>6} {:>22} {:>8} {:>7}",
+            name, t.n, acc, unp, t.n_errors
+        );
     }
 }
 
@@ -258,8 +357,14 @@ pub fn merge(args: MergeArgs) -> anyhow::Result<ExitCode> {
 
 pub fn import(format: ImportFormat) -> anyhow::Result<ExitCode> {
     match format {
-        ImportFormat::Facexbench { results_dir, out, model_name, task } => {
-            let t = task::resolve(&task, Path::new("tasks")).with_context(|| "the import records a task")?;
+        ImportFormat::Facexbench {
+            results_dir,
+            out,
+            model_name,
+            task,
+        } => {
+            let t = task::resolve(&task, Path::new("tasks"))
+                .with_context(|| "the import records a task")?;
             let mut manifest = base_manifest(ModelRecord {
                 name: model_name.clone(),
                 kind: "imported".into(),
@@ -268,7 +373,9 @@ pub fn import(format: ImportFormat) -> anyhow::Result<ExitCode> {
             });
             manifest.device = "unknown".into();
             manifest.dtype = "unknown".into();
-            manifest.notes.insert("imported_from".into(), results_dir.display().to_string());
+            manifest
+                .notes
+                .insert("imported_from".into(), results_dir.display().to_string());
             let m = faceval_eval::import::import_facexbench(&results_dir, &out, &t, manifest)?;
             print_metrics(&m);
             Ok(ExitCode::SUCCESS)
@@ -286,7 +393,8 @@ pub fn score(args: ScoreArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn demo(args: DemoArgs, tasks_dir: &Path) -> anyhow::Result<ExitCode> {
-    let summary = faceval_eval::demo::runner::run_demo(&args.out, tasks_dir, args.faces, args.seed)?;
+    let summary =
+        faceval_eval::demo::runner::run_demo(&args.out, tasks_dir, args.faces, args.seed)?;
     println!("{summary}");
     Ok(ExitCode::SUCCESS)
 }

@@ -3,10 +3,12 @@
 //! 2 usage or input error.
 
 mod audit;
+mod bench;
 mod commands;
 mod gate;
-mod serve;
+mod generate;
 mod parity;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,13 +16,22 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "faceval", version, about = "Benchmark and evaluation harness for face-understanding multimodal LLMs")]
+#[command(
+    name = "faceval",
+    version,
+    about = "Benchmark and evaluation harness for face-understanding multimodal LLMs"
+)]
 struct Cli {
     /// Folder of task TOML files.
     #[arg(long, global = true, env = "FACEVAL_TASKS", default_value = "tasks")]
     tasks_dir: PathBuf,
     /// Folder of model manifests.
-    #[arg(long, global = true, env = "FACEVAL_BASELINES", default_value = "baselines")]
+    #[arg(
+        long,
+        global = true,
+        env = "FACEVAL_BASELINES",
+        default_value = "baselines"
+    )]
     baselines_dir: PathBuf,
     #[command(subcommand)]
     command: Command,
@@ -46,6 +57,8 @@ enum Command {
     Score(commands::ScoreArgs),
     /// Generate a synthetic face dataset and run every applicable task on the available models.
     Demo(commands::DemoArgs),
+    /// Profile a model's efficiency on a task's first items: latency, TTFT, TPOT, throughput, peak memory.
+    Bench(bench::BenchArgs),
     /// Check the InternVL implementation against transformers' fixtures on a device and dtype.
     Parity(parity::ParityArgs),
     /// Fairness audit of run folders: per-group metrics, disparities, tests.
@@ -54,6 +67,11 @@ enum Command {
     Gate(gate::GateArgs),
     /// Serve a local model through an OpenAI-compatible HTTP API (/v1/chat/completions).
     Serve(serve::ServeArgs),
+    /// Ask an InternVL checkpoint one question about some images; print the answer (or JSON with tokens and timings).
+    Generate(generate::GenerateArgs),
+    /// Write a seeded random-weight InternVL3 checkpoint (benchmarks, side-by-side timing).
+    #[command(hide = true)]
+    MakeCheckpoint(generate::MakeCheckpointArgs),
 }
 
 fn main() -> ExitCode {
@@ -61,7 +79,11 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     let result = match cli.command {
@@ -72,6 +94,9 @@ fn main() -> ExitCode {
         Command::Score(args) => commands::score(args),
         Command::Demo(args) => commands::demo(args, &cli.tasks_dir),
         Command::Serve(args) => serve::serve(args, &cli.baselines_dir),
+        Command::Generate(args) => generate::generate(args, &cli.baselines_dir),
+        Command::MakeCheckpoint(args) => generate::make_checkpoint(args),
+        Command::Bench(args) => bench::bench(args, &cli.tasks_dir, &cli.baselines_dir),
         Command::Parity(args) => parity::parity(args),
         Command::Audit(args) => audit::audit(args),
         Command::Gate(args) => gate::gate(args),
