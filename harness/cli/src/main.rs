@@ -8,6 +8,7 @@ mod commands;
 mod gate;
 mod generate;
 mod parity;
+mod report;
 mod serve;
 
 use std::path::PathBuf;
@@ -72,6 +73,8 @@ enum Command {
     /// Write a seeded random-weight InternVL3 checkpoint (benchmarks, side-by-side timing).
     #[command(hide = true)]
     MakeCheckpoint(generate::MakeCheckpointArgs),
+    /// Leaderboard over run folders: self-contained index.html, leaderboard.md/.json, plots.
+    Report(report::ReportArgs),
 }
 
 fn main() -> ExitCode {
@@ -100,6 +103,7 @@ fn main() -> ExitCode {
         Command::Parity(args) => parity::parity(args),
         Command::Audit(args) => audit::audit(args),
         Command::Gate(args) => gate::gate(args),
+        Command::Report(args) => report::report(args, &cli.baselines_dir),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,150 @@
+//! Number formatting shared by the HTML and Markdown renderers, so both show the same text.
+
+use faceval_eval::stats::Interval;
+
+use crate::leaderboard::{Cell, Perf};
+
+/// Placeholder for a value that was not measured.
+pub const ABSENT: &str = "—";
+
+pub fn pct(x: f64) -> String {
+    format!("{:.1}", x * 100.0)
+}
+
+/// `41.2 [38.1, 44.3]` in percent.
+pub fn pct_interval(i: &Interval) -> String {
+    format!("{} [{}, {}]", pct(i.estimate), pct(i.low), pct(i.high))
+}
+
+pub fn num_interval(i: &Interval) -> String {
+    format!("{:.2} [{:.2}, {:.2}]", i.estimate, i.low, i.high)
+}
+
+/// The main number of a leaderboard cell and its interval, split for layout.
+pub struct CellText {
+    pub main: String,
+    pub interval: String,
+    pub empty: bool,
+}
+
+pub fn cell_text(cell: &Cell) -> CellText {
+    if cell.n == 0 {
+        return CellText {
+            main: "no scored items".into(),
+            interval: String::new(),
+            empty: true,
+        };
+    }
+    if let Some(a) = &cell.accuracy {
+        return CellText {
+            main: pct(a.estimate),
+            interval: format!("[{}, {}]", pct(a.low), pct(a.high)),
+            empty: false,
+        };
+    }
+    if let Some(m) = &cell.mae {
+        return CellText {
+            main: format!("MAE {:.2}", m.estimate),
+            interval: format!("[{:.2}, {:.2}]", m.low, m.high),
+            empty: false,
+        };
+    }
+    CellText {
+        main: ABSENT.into(),
+        interval: String::new(),
+        empty: true,
+    }
+}
+
+/// `▲`, `▼` or nothing.
+pub fn marker(cell: &Cell) -> &'static str {
+    match cell.significance.as_ref().and_then(|s| s.marker.as_deref()) {
+        Some("better") => "▲",
+        Some("worse") => "▼",
+        _ => "",
+    }
+}
+
+pub fn significance_title(cell: &Cell) -> String {
+    match &cell.significance {
+        Some(s) => format!(
+            "vs reference on {} shared questions: difference {} points [{}, {}], McNemar p = {}, Holm p = {}",
+            s.n_paired,
+            pct(s.difference.estimate),
+            pct(s.difference.low),
+            pct(s.difference.high),
+            p_value(s.p_value),
+            p_value(s.p_holm)
+        ),
+        None => cell.significance_note.clone().unwrap_or_default(),
+    }
+}
+
+pub fn p_value(p: f64) -> String {
+    if p < 1e-4 {
+        format!("{p:.1e}")
+    } else {
+        format!("{p:.4}")
+    }
+}
+
+pub fn opt_ms(x: Option<f64>) -> String {
+    match x {
+        Some(v) if v >= 100.0 => format!("{v:.0} ms"),
+        Some(v) => format!("{v:.1} ms"),
+        None => ABSENT.into(),
+    }
+}
+
+pub fn opt_rate(x: Option<f64>) -> String {
+    x.map(|v| format!("{v:.2}"))
+        .unwrap_or_else(|| ABSENT.into())
+}
+
+pub fn bytes(b: f64) -> String {
+    const GIB: f64 = (1u64 << 30) as f64;
+    const MIB: f64 = (1u64 << 20) as f64;
+    if b >= GIB {
+        format!("{:.2} GiB", b / GIB)
+    } else {
+        format!("{:.0} MiB", b / MIB)
+    }
+}
+
+pub fn opt_bytes(x: Option<f64>) -> String {
+    x.map(bytes).unwrap_or_else(|| ABSENT.into())
+}
+
+/// The efficiency columns of one row, in table order.
+pub fn perf_cells(p: &Perf) -> [String; 5] {
+    [
+        opt_ms(p.p50_ms),
+        opt_ms(p.p95_ms),
+        opt_rate(p.items_per_s),
+        opt_bytes(p.peak_vram_bytes),
+        opt_bytes(p.peak_rss_bytes),
+    ]
+}
+
+pub const PERF_HEADERS: [&str; 5] = [
+    "p50 latency",
+    "p95 latency",
+    "items/s",
+    "peak VRAM",
+    "peak RSS",
+];
+
+/// Unparseable share of a cell, with the error count when there were errors.
+pub fn unparseable(cell: &Cell) -> String {
+    if cell.n == 0 {
+        return "no scored items".into();
+    }
+    let mut s = match &cell.unparseable_rate {
+        Some(r) => format!("{} ({}/{})", pct(r.estimate), cell.n_unparseable, cell.n),
+        None => ABSENT.into(),
+    };
+    if cell.n_errors > 0 {
+        s.push_str(&format!(" · {} errors", cell.n_errors));
+    }
+    s
+}

@@ -1,0 +1,313 @@
+//! Reads run folders for a report: the manifest, the scores (`metrics.json`, recomputed when
+//! missing), the optional `telemetry` object of `metrics.json`, and from `predictions.jsonl`
+//! only what the report needs per question — correctness, groups and timings.
+//!
+//! Predictions are parsed into a lean borrowed record (not the full `Prediction`) and in
+//! parallel over lines, because a report may read tens of millions of lines; everything else
+//! in a line is skipped by serde without being allocated.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use faceval_eval::error::input_error;
+use faceval_eval::metrics::{self, RunMetrics};
+use faceval_eval::run_folder::{self, Manifest};
+use rayon::prelude::*;
+use serde::Deserialize;
+
+/// A run folder as the report sees it.
+#[derive(Debug, Clone)]
+pub struct RunData {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+    pub metrics: RunMetrics,
+    /// `metrics.json`'s `telemetry` object, kept as JSON: its shape belongs to the runner.
+    pub telemetry: Option<serde_json::Value>,
+    /// `metrics.json`'s `tasks.<name>.telemetry` objects, where the runner puts them there.
+    pub task_telemetry: BTreeMap<String, serde_json::Value>,
+    /// Per task: the scored questions, folded over rotations.
+    pub items: BTreeMap<String, TaskItems>,
+}
+
+/// The questions of one task in one run, sorted by id.
+#[derive(Debug, Clone, Default)]
+pub struct TaskItems {
+    pub ids: Vec<String>,
+    /// Correct after folding rotations (a circular question is right only when every rotation is).
+    pub correct: Vec<bool>,
+    /// Group fields seen in this task's predictions, sorted.
+    pub group_fields: Vec<String>,
+    /// `groups[f][i]`: item i's level of field f as an index into `levels[f]`; `u32::MAX` when
+    /// the item does not record that field.
+    pub groups: Vec<Vec<u32>>,
+    pub levels: Vec<Vec<String>>,
+    /// Latency of each asked question (each rotation) in ms: the runner's `e2e_ms`, or the sum
+    /// of the model's stages where that is missing; errors and warm-up calls left out.
+    pub latency_ms: Vec<f32>,
+}
+
+impl TaskItems {
+    /// The label column of group field `f`, with `""` for "not recorded" (the fairness
+    /// module's convention).
+    pub fn labels(&self, f: usize) -> Vec<&str> {
+        self.groups[f]
+            .iter()
+            .map(|&c| {
+                if c == u32::MAX {
+                    ""
+                } else {
+                    self.levels[f][c as usize].as_str()
+                }
+            })
+            .collect()
+    }
+
+    /// Correctness by id, for pairing with another run.
+    pub fn by_id(&self) -> HashMap<&str, bool> {
+        self.ids
+            .iter()
+            .map(String::as_str)
+            .zip(self.correct.iter().copied())
+            .collect()
+    }
+}
+
+#[derive(Deserialize)]
+struct LeanTimings {
+    #[serde(default)]
+    preprocess_ms: f64,
+    #[serde(default)]
+    vision_ms: f64,
+    #[serde(default)]
+    prefill_ms: f64,
+    #[serde(default)]
+    decode_ms: f64,
+    /// Whole model call, measured by the runner (0 in runs made before it was recorded).
+    #[serde(default)]
+    e2e_ms: f64,
+    #[serde(default)]
+    warmup: bool,
+}
+
+/// The fields of a prediction line the report reads; serde skips the rest.
+#[derive(Deserialize)]
+struct LeanPrediction<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(borrow)]
+    task: Cow<'a, str>,
+    #[serde(default)]
+    rotation: usize,
+    #[serde(default)]
+    correct: Option<bool>,
+    #[serde(borrow)]
+    outcome: Cow<'a, str>,
+    #[serde(default, borrow, deserialize_with = "pairs::deserialize")]
+    groups: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    #[serde(default)]
+    timings: Option<LeanTimings>,
+}
+
+/// Reads a JSON object as its `(key, value)` pairs in file order, so no map is built per line,
+/// and borrows the strings from the line where they have no escapes (serde's own `Cow<str>`
+/// always copies).
+mod pairs {
+    use std::borrow::Cow;
+    use std::fmt;
+
+    use serde::de::{Deserialize, Deserializer, Error, MapAccess, Visitor};
+
+    type Pairs<'de> = Vec<(Cow<'de, str>, Cow<'de, str>)>;
+
+    struct Text<'de>(Cow<'de, str>);
+
+    impl<'de> Deserialize<'de> for Text<'de> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Text<'de>;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("a string")
+                }
+                fn visit_borrowed_str<E: Error>(self, v: &'de str) -> Result<Text<'de>, E> {
+                    Ok(Text(Cow::Borrowed(v)))
+                }
+                fn visit_str<E: Error>(self, v: &str) -> Result<Text<'de>, E> {
+                    Ok(Text(Cow::Owned(v.to_string())))
+                }
+            }
+            d.deserialize_str(V)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Pairs<'de>, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Pairs<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object mapping group fields to levels")
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(Vec::new())
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some((k, v)) = map.next_entry::<Text<'de>, Text<'de>>()? {
+                    out.push((k.0, v.0));
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Read one run folder.
+pub fn read_run(dir: &Path) -> Result<RunData> {
+    let manifest = run_folder::read_manifest(dir)?;
+    let metrics = metrics::read_or_compute(dir)?;
+    // Telemetry is optional and its shape is the runner's; anything unreadable is "absent".
+    let raw = std::fs::read_to_string(dir.join(run_folder::METRICS))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .unwrap_or_default();
+    let telemetry = raw.get("telemetry").filter(|t| t.is_object()).cloned();
+    let task_telemetry = raw
+        .get("tasks")
+        .and_then(|t| t.as_object())
+        .map(|tasks| {
+            tasks
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.get("telemetry")?.clone())))
+                .filter(|(_, v)| v.is_object())
+                .collect()
+        })
+        .unwrap_or_default();
+    let items = read_items(&dir.join(run_folder::PREDICTIONS))?;
+    Ok(RunData {
+        dir: dir.to_path_buf(),
+        manifest,
+        metrics,
+        telemetry,
+        task_telemetry,
+        items,
+    })
+}
+
+/// Read `predictions.jsonl` into per-task items. A malformed line is an input error naming the
+/// file and line; a last line without its newline is a write cut short and is dropped, as the
+/// run folder reader does, so the items agree with the scores.
+pub fn read_items(path: &Path) -> Result<BTreeMap<String, TaskItems>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(e) => return Err(input_error(format!("{}: cannot read: {e}", path.display()))),
+    };
+    let mut lines: Vec<&str> = text.split('\n').collect();
+    // The piece after the last newline is empty, or a line cut short.
+    lines.pop();
+    let parsed: Vec<Option<LeanPrediction>> = lines
+        .par_iter()
+        .enumerate()
+        .map(|(i, line)| {
+            let body = line.trim();
+            if body.is_empty() {
+                return Ok(None);
+            }
+            serde_json::from_str::<LeanPrediction>(body)
+                .map(Some)
+                .map_err(|e| {
+                    input_error(format!(
+                        "{}:{}: not a prediction record: {e}",
+                        path.display(),
+                        i + 1
+                    ))
+                })
+        })
+        .collect::<Result<_>>()?;
+    let mut by_task: BTreeMap<&str, Vec<&LeanPrediction>> = BTreeMap::new();
+    for p in parsed.iter().flatten() {
+        by_task.entry(p.task.as_ref()).or_default().push(p);
+    }
+    Ok(by_task
+        .into_par_iter()
+        .map(|(task, preds)| (task.to_string(), fold_task(preds)))
+        .collect())
+}
+
+/// Fold one task's lines into questions: a question with an `error` line is left out (as
+/// accuracy leaves it out); a circular question is right only when every rotation is.
+fn fold_task(mut preds: Vec<&LeanPrediction>) -> TaskItems {
+    preds.sort_unstable_by(|a, b| (&a.id, a.rotation).cmp(&(&b.id, b.rotation)));
+    let mut out = TaskItems::default();
+    let mut field_index: HashMap<&str, usize> = HashMap::new();
+    let mut level_index: Vec<HashMap<&str, u32>> = Vec::new();
+    let mut fields: Vec<&str> = Vec::new();
+    // First pass: group fields, so every item gets one code per field.
+    for p in &preds {
+        for (k, _) in &p.groups {
+            if !field_index.contains_key(k.as_ref()) {
+                field_index.insert(k.as_ref(), fields.len());
+                fields.push(k.as_ref());
+                level_index.push(HashMap::new());
+            }
+        }
+    }
+    let mut levels: Vec<Vec<String>> = vec![Vec::new(); fields.len()];
+    let mut groups: Vec<Vec<u32>> = vec![Vec::new(); fields.len()];
+    let mut i = 0;
+    while i < preds.len() {
+        let mut j = i;
+        while j < preds.len() && preds[j].id == preds[i].id {
+            j += 1;
+        }
+        let question = &preds[i..j];
+        for p in question {
+            if p.outcome != "error" {
+                // Warm-up calls pay one-off costs; telemetry leaves them out and so does the CDF.
+                if let Some(t) = p.timings.as_ref().filter(|t| !t.warmup) {
+                    let stages = t.preprocess_ms + t.vision_ms + t.prefill_ms + t.decode_ms;
+                    let ms = if t.e2e_ms > 0.0 { t.e2e_ms } else { stages };
+                    out.latency_ms.push(ms as f32);
+                }
+            }
+        }
+        if question.iter().all(|p| p.outcome != "error") {
+            out.ids.push(preds[i].id.to_string());
+            out.correct
+                .push(question.iter().all(|p| p.correct == Some(true)));
+            let mut codes = vec![u32::MAX; fields.len()];
+            for (k, v) in &preds[i].groups {
+                if v.is_empty() {
+                    continue;
+                }
+                let f = field_index[k.as_ref()];
+                let next = levels[f].len() as u32;
+                let code = *level_index[f].entry(v.as_ref()).or_insert_with(|| {
+                    levels[f].push(v.to_string());
+                    next
+                });
+                codes[f] = code;
+            }
+            for (f, c) in codes.into_iter().enumerate() {
+                groups[f].push(c);
+            }
+        }
+        i = j;
+    }
+    // Sorted field names make reports stable whatever order the lines had.
+    let mut order: Vec<usize> = (0..fields.len()).collect();
+    order.sort_by_key(|&f| fields[f]);
+    out.group_fields = order.iter().map(|&f| fields[f].to_string()).collect();
+    out.groups = order
+        .iter()
+        .map(|&f| std::mem::take(&mut groups[f]))
+        .collect();
+    out.levels = order
+        .iter()
+        .map(|&f| std::mem::take(&mut levels[f]))
+        .collect();
+    out
+}
