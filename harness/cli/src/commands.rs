@@ -355,7 +355,7 @@ pub fn merge(args: MergeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn import(format: ImportFormat) -> anyhow::Result<ExitCode> {
+pub fn import(format: ImportFormat, tasks_dir: &Path) -> anyhow::Result<ExitCode> {
     match format {
         ImportFormat::Facexbench {
             results_dir,
@@ -363,7 +363,7 @@ pub fn import(format: ImportFormat) -> anyhow::Result<ExitCode> {
             model_name,
             task,
         } => {
-            let t = task::resolve(&task, Path::new("tasks"))
+            let t = task::resolve(&task, tasks_dir)
                 .with_context(|| "the import records a task")?;
             let mut manifest = base_manifest(ModelRecord {
                 name: model_name.clone(),

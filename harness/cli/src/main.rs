@@ -93,7 +93,7 @@ fn main() -> ExitCode {
         Command::Tasks { action } => commands::tasks(action, &cli.tasks_dir),
         Command::Run(args) => commands::run(args, &cli.tasks_dir, &cli.baselines_dir),
         Command::Merge(args) => commands::merge(args),
-        Command::Import { format } => commands::import(format),
+        Command::Import { format } => commands::import(format, &cli.tasks_dir),
         Command::Score(args) => commands::score(args),
         Command::Demo(args) => commands::demo(args, &cli.tasks_dir),
         Command::Serve(args) => serve::serve(args, &cli.baselines_dir),

@@ -10,7 +10,10 @@ fn faceval() -> Command {
 }
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 /// A manifest dataset of `n` items over a few real PNGs, and a task reading it.
@@ -18,13 +21,20 @@ fn write_dataset(dir: &Path, n: usize) -> PathBuf {
     let images = dir.join("data/img");
     std::fs::create_dir_all(&images).unwrap();
     for k in 0..4u8 {
-        let img = image::RgbImage::from_fn(96, 96, |x, y| image::Rgb([(x as u8).wrapping_mul(k), y as u8, 40 * k]));
+        let img = image::RgbImage::from_fn(96, 96, |x, y| {
+            image::Rgb([(x as u8).wrapping_mul(k), y as u8, 40 * k])
+        });
         img.save(images.join(format!("{k}.png"))).unwrap();
     }
     let labels = ["happiness", "sadness", "anger", "neutral"];
     let mut csv = String::from("id,image,expression,gender\n");
     for i in 0..n {
-        csv.push_str(&format!("item{i:05},img/{}.png,{},{}\n", i % 4, labels[(i * 7) % 4], ["Male", "Female"][i % 2]));
+        csv.push_str(&format!(
+            "item{i:05},img/{}.png,{},{}\n",
+            i % 4,
+            labels[(i * 7) % 4],
+            ["Male", "Female"][i % 2]
+        ));
     }
     std::fs::write(dir.join("data/set.csv"), csv).unwrap();
     let task = dir.join("expr.toml");
@@ -81,12 +91,20 @@ fn comparable(out: &Path) -> Vec<serde_json::Value> {
             p
         })
         .collect();
-    v.sort_by_key(|p| (p["task"].to_string(), p["id"].to_string(), p["rotation"].to_string()));
+    v.sort_by_key(|p| {
+        (
+            p["task"].to_string(),
+            p["id"].to_string(),
+            p["rotation"].to_string(),
+        )
+    });
     v
 }
 
 fn count_lines(path: &Path) -> usize {
-    std::fs::read(path).map(|b| b.iter().filter(|&&c| c == b'\n').count()).unwrap_or(0)
+    std::fs::read(path)
+        .map(|b| b.iter().filter(|&&c| c == b'\n').count())
+        .unwrap_or(0)
 }
 
 #[test]
@@ -95,7 +113,11 @@ fn resume_after_kill_9_loses_and_duplicates_nothing() {
     let n = 20_000;
     let task = write_dataset(dir.path(), n);
     let reference = dir.path().join("reference");
-    let status = faceval().args(run_args(dir.path(), &task, &reference)).stdout(Stdio::null()).status().unwrap();
+    let status = faceval()
+        .args(run_args(dir.path(), &task, &reference))
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
     assert!(status.success());
 
     let out = dir.path().join("killed");
@@ -113,18 +135,34 @@ fn resume_after_kill_9_loses_and_duplicates_nothing() {
     child.kill().unwrap(); // SIGKILL on Unix
     child.wait().unwrap();
     let at_kill = count_lines(&preds);
-    assert!(at_kill > 0 && at_kill < n, "the kill must land mid-run (had {at_kill} of {n} lines)");
+    assert!(
+        at_kill > 0 && at_kill < n,
+        "the kill must land mid-run (had {at_kill} of {n} lines)"
+    );
     assert!(!out.join("metrics.json").exists());
 
-    let status = faceval().args(run_args(dir.path(), &task, &out)).stdout(Stdio::null()).status().unwrap();
+    let status = faceval()
+        .args(run_args(dir.path(), &task, &out))
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
     assert!(status.success());
     let resumed = comparable(&out);
     assert_eq!(resumed.len(), n);
-    assert_eq!(resumed, comparable(&reference), "a resumed run must equal an uninterrupted one");
-    let m1: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(
+        resumed,
+        comparable(&reference),
+        "a resumed run must equal an uninterrupted one"
+    );
+    let m1: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
     let m2: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(reference.join("metrics.json")).unwrap()).unwrap();
-    assert_eq!(m1["tasks"]["expr"]["accuracy"], m2["tasks"]["expr"]["accuracy"]);
+        serde_json::from_str(&std::fs::read_to_string(reference.join("metrics.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        m1["tasks"]["expr"]["accuracy"],
+        m2["tasks"]["expr"]["accuracy"]
+    );
 }
 
 #[test]
@@ -132,13 +170,23 @@ fn shards_merge_into_the_unsharded_run() {
     let dir = tempfile::tempdir().unwrap();
     let task = write_dataset(dir.path(), 300);
     let whole = dir.path().join("whole");
-    assert!(faceval().args(run_args(dir.path(), &task, &whole)).stdout(Stdio::null()).status().unwrap().success());
+    assert!(faceval()
+        .args(run_args(dir.path(), &task, &whole))
+        .stdout(Stdio::null())
+        .status()
+        .unwrap()
+        .success());
     let mut shards = Vec::new();
     for i in 0..3 {
         let out = dir.path().join(format!("shard{i}"));
         let mut args = run_args(dir.path(), &task, &out);
         args.extend(["--shard".into(), format!("{i}/3")]);
-        assert!(faceval().args(args).stdout(Stdio::null()).status().unwrap().success());
+        assert!(faceval()
+            .args(args)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap()
+            .success());
         shards.push(out);
     }
     let merged = dir.path().join("merged");
@@ -146,7 +194,11 @@ fn shards_merge_into_the_unsharded_run() {
     args.extend(shards.iter().map(|s| s.display().to_string()));
     args.extend(["--out".into(), merged.display().to_string()]);
     let out = faceval().args(&args).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(comparable(&merged), comparable(&whole));
     let read = |d: &Path| -> serde_json::Value {
         serde_json::from_str(&std::fs::read_to_string(d.join("metrics.json")).unwrap()).unwrap()
@@ -154,7 +206,10 @@ fn shards_merge_into_the_unsharded_run() {
     assert_eq!(read(&merged)["tasks"], read(&whole)["tasks"]);
 
     // Merging with a shard missing is refused with exit 2.
-    let out = faceval().args(["merge", &shards[0].display().to_string(), "--out", "x"]).output().unwrap();
+    let out = faceval()
+        .args(["merge", &shards[0].display().to_string(), "--out", "x"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing"));
 }
@@ -164,12 +219,31 @@ fn input_errors_exit_2_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let task = write_dataset(dir.path(), 4);
     // Unknown task name.
-    let out = faceval().args(["run", "--model", "random", "--task", "no-such-task", "--data", "."]).output().unwrap();
+    let out = faceval()
+        .args([
+            "run",
+            "--model",
+            "random",
+            "--task",
+            "no-such-task",
+            "--data",
+            ".",
+        ])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown task"));
     // Unknown model name.
     let out = faceval()
-        .args(["run", "--model", "no-such-model", "--task", &task.display().to_string(), "--data", "."])
+        .args([
+            "run",
+            "--model",
+            "no-such-model",
+            "--task",
+            &task.display().to_string(),
+            "--data",
+            ".",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -177,15 +251,30 @@ fn input_errors_exit_2_with_a_clear_message() {
     // Malformed TOML names the file and line.
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "name = \"x\"\n[dataset\nreader = 1\n").unwrap();
-    let out = faceval().args(["tasks", "validate", &bad.display().to_string()]).output().unwrap();
+    let out = faceval()
+        .args(["tasks", "validate", &bad.display().to_string()])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("bad.toml") && text.contains("line 2"), "{text}");
+    assert!(
+        text.contains("bad.toml") && text.contains("line 2"),
+        "{text}"
+    );
     // A data folder without the expected files.
     let empty = dir.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
     let out = faceval()
-        .args(["run", "--model", "random", "--task", &task.display().to_string(), "--data", &empty.display().to_string(), "--out"])
+        .args([
+            "run",
+            "--model",
+            "random",
+            "--task",
+            &task.display().to_string(),
+            "--data",
+            &empty.display().to_string(),
+            "--out",
+        ])
         .arg(dir.path().join("o"))
         .output()
         .unwrap();
@@ -202,13 +291,22 @@ fn corrupt_image_is_an_item_error_and_the_run_goes_on() {
     let task = write_dataset(dir.path(), 8);
     std::fs::write(dir.path().join("data/img/2.png"), b"not a png at all").unwrap();
     let out_dir = dir.path().join("run");
-    let out = faceval().args(run_args(dir.path(), &task, &out_dir)).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = faceval()
+        .args(run_args(dir.path(), &task, &out_dir))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let preds = comparable(&out_dir);
     let errors: Vec<_> = preds.iter().filter(|p| p["outcome"] == "error").collect();
     assert_eq!(errors.len(), 2, "items 2 and 6 use the corrupt image");
     assert!(errors[0]["error"].as_str().unwrap().contains("2.png"));
-    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out_dir.join("metrics.json")).unwrap()).unwrap();
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("metrics.json")).unwrap())
+            .unwrap();
     assert_eq!(m["tasks"]["expr"]["n_errors"], 2);
     assert_eq!(m["tasks"]["expr"]["n"], 6);
     // --strict stops instead, with exit 2.
@@ -220,11 +318,32 @@ fn corrupt_image_is_an_item_error_and_the_run_goes_on() {
 
 #[test]
 fn every_shipped_task_validates() {
-    let out = faceval().current_dir(repo_root()).args(["tasks", "validate"]).output().unwrap();
-    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = faceval()
+        .current_dir(repo_root())
+        .args(["tasks", "validate"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
-    for name in ["expression-rafdb", "age-fairface", "gender-fairface", "race-fairface", "age-utkface", "pose-yaw", "forensics-deepfake", "facexbench"] {
-        assert!(text.contains(&format!("ok       {name} ")), "{name} missing from:\n{text}");
+    for name in [
+        "expression-rafdb",
+        "age-fairface",
+        "gender-fairface",
+        "race-fairface",
+        "age-utkface",
+        "pose-yaw",
+        "forensics-deepfake",
+        "facexbench",
+    ] {
+        assert!(
+            text.contains(&format!("ok       {name} ")),
+            "{name} missing from:\n{text}"
+        );
     }
 }
 
@@ -237,13 +356,25 @@ fn demo_runs_end_to_end() {
         .args(["demo", "--out", &out.display().to_string(), "--faces", "96"])
         .output()
         .unwrap();
-    assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
     let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
-    assert!(summary.contains("| random | expression-rafdb | 96 |"), "{summary}");
-    assert!(summary.contains("| majority | age-utkface | 96 |"), "{summary}");
+    assert!(
+        summary.contains("| random | expression-rafdb | 96 |"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("| majority | age-utkface | 96 |"),
+        "{summary}"
+    );
     for model in ["random", "majority"] {
         let run = out.join("runs").join(model);
-        let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("manifest.json")).unwrap()).unwrap();
+        let manifest: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(run.join("manifest.json")).unwrap())
+                .unwrap();
         assert!(manifest["finished"].is_string());
         let preds = std::fs::read_to_string(run.join("predictions.jsonl")).unwrap();
         let first: serde_json::Value = serde_json::from_str(preds.lines().next().unwrap()).unwrap();
@@ -253,16 +384,32 @@ fn demo_runs_end_to_end() {
     }
     // The tiny random-weight InternVL3 is written as a checkpoint and run through the real path.
     let ckpt = out.join("models/tiny-internvl3");
-    for f in ["config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja", "processor_config.json"] {
-        assert!(ckpt.join(f).is_file(), "{f} missing from the demo checkpoint");
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "chat_template.jinja",
+        "processor_config.json",
+    ] {
+        assert!(
+            ckpt.join(f).is_file(),
+            "{f} missing from the demo checkpoint"
+        );
     }
-    assert!(summary.contains("| tiny-internvl3 | expression-rafdb | 32 |"), "{summary}");
+    assert!(
+        summary.contains("| tiny-internvl3 | expression-rafdb | 32 |"),
+        "{summary}"
+    );
     assert!(summary.contains("chance by construction"), "{summary}");
     let run = out.join("runs/tiny-internvl3");
-    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("manifest.json")).unwrap()).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["model"]["kind"], "internvl");
     assert_eq!(manifest["dtype"], "f32");
-    assert_eq!(manifest["model"]["weights_sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(
+        manifest["model"]["weights_sha256"].as_str().unwrap().len(),
+        64
+    );
     assert!(manifest["finished"].is_string());
     let preds: Vec<serde_json::Value> = std::fs::read_to_string(run.join("predictions.jsonl"))
         .unwrap()
