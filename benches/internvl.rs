@@ -24,7 +24,10 @@ fn checkpoint() -> PathBuf {
     }
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("internvl3-1b-random-seed0");
     if !dir.join("model.safetensors").is_file() {
-        eprintln!("writing the InternVL3-1B-sized checkpoint to {}", dir.display());
+        eprintln!(
+            "writing the InternVL3-1B-sized checkpoint to {}",
+            dir.display()
+        );
         write_checkpoint(&dir, &TinySpec::internvl3_1b(), 0).expect("write the bench checkpoint");
     }
     dir

@@ -363,8 +363,7 @@ pub fn import(format: ImportFormat, tasks_dir: &Path) -> anyhow::Result<ExitCode
             model_name,
             task,
         } => {
-            let t = task::resolve(&task, tasks_dir)
-                .with_context(|| "the import records a task")?;
+            let t = task::resolve(&task, tasks_dir).with_context(|| "the import records a task")?;
             let mut manifest = base_manifest(ModelRecord {
                 name: model_name.clone(),
                 kind: "imported".into(),

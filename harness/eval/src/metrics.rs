@@ -155,7 +155,11 @@ pub fn macro_f1(m: &[Vec<u64>]) -> f64 {
 /// Percentile bootstrap of a statistic of the confusion matrix. Resampling n items with
 /// replacement and counting them is the same as one multinomial draw of n over the cells with
 /// the observed proportions, so each resample costs O(cells), not O(n).
-fn bootstrap_confusion(m: &[Vec<u64>], statistic: fn(&[Vec<u64>]) -> f64, config: &BootstrapConfig) -> Option<Interval> {
+fn bootstrap_confusion(
+    m: &[Vec<u64>],
+    statistic: fn(&[Vec<u64>]) -> f64,
+    config: &BootstrapConfig,
+) -> Option<Interval> {
     let cols = m.first()?.len();
     let weights: Vec<f64> = m.iter().flatten().map(|&c| c as f64).collect();
     let n: u64 = m.iter().flatten().sum();
@@ -224,7 +228,8 @@ pub fn task_metrics(
             .collect();
         if !pairs.is_empty() && !record.circular {
             let matrix = confusion_counts(&pairs, record.labels.len());
-            m.balanced_accuracy = bootstrap_confusion(&matrix, balanced_accuracy, &bootstrap.salted(2));
+            m.balanced_accuracy =
+                bootstrap_confusion(&matrix, balanced_accuracy, &bootstrap.salted(2));
             m.macro_f1 = bootstrap_confusion(&matrix, macro_f1, &bootstrap.salted(3));
             m.confusion_matrix = Some(Confusion {
                 labels: record.labels.clone(),
