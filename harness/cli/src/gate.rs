@@ -35,6 +35,9 @@ pub struct GateArgs {
     /// Also write a Markdown summary (e.g. to $GITHUB_STEP_SUMMARY).
     #[arg(long)]
     pub markdown: Option<PathBuf>,
+    /// Also write a self-contained HTML page of the decision.
+    #[arg(long)]
+    pub html: Option<PathBuf>,
 }
 
 pub fn gate(args: GateArgs) -> anyhow::Result<ExitCode> {
@@ -48,6 +51,10 @@ pub fn gate(args: GateArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(path) = &args.markdown {
         gate::write_file(path, &gate::to_markdown(&report))?;
+    }
+    if let Some(path) = &args.html {
+        let html = faceval_report::render_gate_html(&serde_json::to_value(&report)?);
+        gate::write_file(path, &html)?;
     }
     match args.format {
         GateFormat::Text => print!("{}", gate::to_text(&report)),

@@ -96,6 +96,7 @@ fn a_real_drop_fails_with_exit_1_and_junit() {
     write_run(&cand, "expr", "f", 2000, |i| i % 10 < 7);
     let junit = dir.path().join("out/gate.xml");
     let md = dir.path().join("summary.md");
+    let html = dir.path().join("gate.html");
     let (code, v, all) = gate_json(
         &base,
         &cand,
@@ -104,6 +105,8 @@ fn a_real_drop_fails_with_exit_1_and_junit() {
             junit.to_str().unwrap(),
             "--markdown",
             md.to_str().unwrap(),
+            "--html",
+            html.to_str().unwrap(),
         ],
     );
     assert_eq!(code, Some(1), "{all}");
@@ -121,6 +124,9 @@ fn a_real_drop_fails_with_exit_1_and_junit() {
     assert!(xml.contains("<testcase classname=\"faceval.gate.expr\" name=\"accuracy\""));
     assert!(xml.contains("<failure") && xml.contains("failures=\"1\""));
     assert!(std::fs::read_to_string(&md).unwrap().contains("❌ fail"));
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("<html") && page.contains("expr"), "gate page");
+    assert!(!page.contains("PASS — no regression"));
     // The text table says so too.
     let out = gate(&base, &cand, &[]);
     assert_eq!(out.status.code(), Some(1));
