@@ -224,3 +224,50 @@ pub fn infer_field(
         .max_by_key(|(_, n)| *n)
         .map(|(name, _)| name)
 }
+
+/// The well-formed rows of a CSV with their line numbers. A row the parser rejects, or one
+/// with the wrong number of columns, becomes an item error at `file:line` and is skipped; an
+/// I/O error ends the read as an input error.
+pub fn csv_rows<R: std::io::Read>(
+    reader: &mut csv::Reader<R>,
+    shown: &str,
+    columns: usize,
+    out: &mut Collector,
+) -> anyhow::Result<Vec<(usize, csv::StringRecord)>> {
+    let mut rows = Vec::new();
+    let mut last_error_line = 0;
+    for result in reader.records() {
+        let record = match result {
+            Ok(r) => r,
+            Err(e) => {
+                if e.is_io_error() {
+                    return Err(input_error(format!("{shown}: read failed: {e}")));
+                }
+                let line = e.position().map(|p| p.line()).unwrap_or(0);
+                // A reader that keeps failing at the same place would loop forever.
+                if line != 0 && line == last_error_line {
+                    break;
+                }
+                last_error_line = line;
+                let location = format!("{shown}:{line}");
+                out.error(location.clone(), location, format!("malformed row: {e}"));
+                continue;
+            }
+        };
+        let line = record.position().map(|p| p.line()).unwrap_or(0) as usize;
+        if record.len() != columns {
+            let location = format!("{shown}:{line}");
+            out.error(
+                location.clone(),
+                location,
+                format!(
+                    "malformed row: expected {columns} columns, found {}",
+                    record.len()
+                ),
+            );
+            continue;
+        }
+        rows.push((line, record));
+    }
+    Ok(rows)
+}

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::common::{check_image, infer_field, resolve, unknown_label, Collector, Opts};
+use super::common::{check_image, csv_rows, infer_field, resolve, unknown_label, Collector, Opts};
 use super::Ctx;
 use crate::error::input_error;
 use crate::item::{Item, ReadOutcome, Target};
@@ -115,42 +115,8 @@ pub(super) fn read(spec: &DatasetSpec, ctx: &Ctx, data_root: &Path) -> anyhow::R
     let c_target = col(field).unwrap_or(c_age);
 
     let mut out = Collector::default();
-    let mut last_error_line = 0;
-    for result in reader.records() {
-        let record = match result {
-            Ok(r) => r,
-            Err(e) => {
-                if e.is_io_error() {
-                    return Err(input_error(format!("{shown}: read failed: {e}")));
-                }
-                let line = e.position().map(|p| p.line()).unwrap_or(0);
-                // A reader that keeps failing at the same place would loop forever.
-                if line != 0 && line == last_error_line {
-                    break;
-                }
-                last_error_line = line;
-                out.error(
-                    format!("{shown}:{line}"),
-                    format!("{shown}:{line}"),
-                    format!("malformed row: {e}"),
-                );
-                continue;
-            }
-        };
-        let line = record.position().map(|p| p.line()).unwrap_or(0);
+    for (line, record) in csv_rows(&mut reader, &shown, headers.len(), &mut out)? {
         let location = format!("{shown}:{line}");
-        if record.len() != headers.len() {
-            out.error(
-                location.clone(),
-                location,
-                format!(
-                    "malformed row: expected {} columns, found {}",
-                    headers.len(),
-                    record.len()
-                ),
-            );
-            continue;
-        }
         let get = |c: usize| record.get(c).unwrap_or("").trim();
         let file = get(c_file);
         if file.is_empty() {

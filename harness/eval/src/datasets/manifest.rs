@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::common::{check_image, resolve, unknown_label, Collector, Opts};
+use super::common::{check_image, csv_rows, resolve, unknown_label, Collector, Opts};
 use super::Ctx;
 use crate::error::input_error;
 use crate::item::{Item, ReadOutcome, Target};
@@ -181,38 +181,7 @@ impl RowReader<'_> {
                 headers.join(", ")
             )));
         }
-        let mut last_error_line = 0;
-        for result in reader.records() {
-            let record = match result {
-                Ok(r) => r,
-                Err(e) => {
-                    if e.is_io_error() {
-                        return Err(input_error(format!("{shown}: read failed: {e}")));
-                    }
-                    let line = e.position().map(|p| p.line()).unwrap_or(0);
-                    if line != 0 && line == last_error_line {
-                        break;
-                    }
-                    last_error_line = line;
-                    let location = format!("{shown}:{line}");
-                    out.error(location.clone(), location, format!("malformed row: {e}"));
-                    continue;
-                }
-            };
-            let line = record.position().map(|p| p.line()).unwrap_or(0) as usize;
-            if record.len() != headers.len() {
-                let location = format!("{shown}:{line}");
-                out.error(
-                    location.clone(),
-                    location,
-                    format!(
-                        "malformed row: expected {} columns, found {}",
-                        headers.len(),
-                        record.len()
-                    ),
-                );
-                continue;
-            }
+        for (line, record) in csv_rows(&mut reader, shown, headers.len(), out)? {
             let row: HashMap<String, Cell> = headers
                 .iter()
                 .cloned()
