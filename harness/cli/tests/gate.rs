@@ -2,14 +2,13 @@
 //! known: a real drop, a drop within noise, identical runs, a latency regression, runs that
 //! cannot be compared, a bad gate.toml, and a merged sharded run against the unsharded one.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+mod common;
+use common::{faceval, repo_root, write_dataset};
+
+use std::path::Path;
+use std::process::{Output, Stdio};
 
 use serde_json::{json, Value};
-
-fn faceval() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_faceval"))
-}
 
 fn text(o: &Output) -> String {
     format!(
@@ -294,59 +293,6 @@ fn runs_that_cannot_be_compared_exit_2() {
     // A missing run folder.
     let out = gate(&base, &dir.path().join("nope"), &[]);
     assert_eq!(out.status.code(), Some(2));
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
-
-/// A manifest dataset over a few real PNGs, and a task reading it (as tests/cli.rs does).
-fn write_dataset(dir: &Path, n: usize) -> PathBuf {
-    let images = dir.join("data/img");
-    std::fs::create_dir_all(&images).unwrap();
-    for k in 0..4u8 {
-        let img = image::RgbImage::from_fn(64, 64, |x, y| {
-            image::Rgb([(x as u8).wrapping_mul(k), y as u8, 40 * k])
-        });
-        img.save(images.join(format!("{k}.png"))).unwrap();
-    }
-    let labels = ["happiness", "sadness", "anger", "neutral"];
-    let mut csv = String::from("id,image,expression,gender\n");
-    for i in 0..n {
-        csv.push_str(&format!(
-            "item{i:05},img/{}.png,{},{}\n",
-            i % 4,
-            labels[(i * 7) % 4],
-            ["Male", "Female"][i % 2]
-        ));
-    }
-    std::fs::write(dir.join("data/set.csv"), csv).unwrap();
-    let task = dir.join("expr.toml");
-    std::fs::write(
-        &task,
-        r#"name = "expr"
-[dataset]
-reader = "manifest"
-path = "set.csv"
-options = { id_column = "id", label_column = "expression", group_columns = ["gender"] }
-[labels]
-field = "expression"
-values = ["happiness", "sadness", "anger", "neutral"]
-[question]
-style = "multiple_choice"
-text = "Which expression?"
-template = """{{ question }}
-{% for o in options %}({{ o.letter }}) {{ o.text }}
-{% endfor %}"""
-[fairness]
-groups = ["gender"]
-"#,
-    )
-    .unwrap();
-    task
 }
 
 fn run(dir: &Path, task: &Path, out: &Path, seed: &str, shard: Option<String>) {

@@ -3,17 +3,12 @@
 //! `facexbench_extract_cases.json`, whose expected letters came from FaceXBench's own Python
 //! function (tools/facexbench_extract_reference.py).
 
+mod common;
+use common::repo_root;
+
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use serde_json::{json, Value};
-
-fn repo_root() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
 
 #[test]
 fn imported_results_score_like_aggregate_results() {

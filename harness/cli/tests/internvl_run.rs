@@ -3,12 +3,10 @@
 //! scoring, a corrupt image and an over-long prompt as item errors, device and dtype in the
 //! manifest, and `faceval generate` against the fixture's transformers greedy tokens.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+use common::faceval;
 
-fn faceval() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_faceval"))
-}
+use std::path::{Path, PathBuf};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -2,12 +2,10 @@
 //! 1e-4 with identical greedy tokens, a fixture whose expected tokens are altered fails with
 //! exit 1, and bad arguments are input errors (exit 2).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+use common::faceval;
 
-fn faceval() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_faceval"))
-}
+use std::path::{Path, PathBuf};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/tests/fixtures/internvl")

@@ -5,22 +5,14 @@
 //!
 //! `FACEVAL_UPDATE_SCREENSHOT=1` also copies the screenshot to docs/img/demo-report.png.
 
-use std::path::{Path, PathBuf};
+mod common;
+use common::{faceval, repo_root};
+
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
-
-fn faceval() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_faceval"))
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
 
 /// What a finished command wrote.
 struct Output {

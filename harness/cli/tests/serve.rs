@@ -2,6 +2,9 @@
 //! the tiny InternVL fixture checkpoint, and small in-test HTTP servers that answer slowly or
 //! badly on purpose. Every wait is bounded in time.
 
+mod common;
+use common::{faceval, repo_root};
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -12,17 +15,6 @@ use std::time::{Duration, Instant};
 
 use faceval_models::openai::{OpenAiConfig, OpenAiModel};
 use faceval_models::{Model, Request};
-
-fn faceval() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_faceval"))
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
 
 fn fixture() -> PathBuf {
     repo_root().join("harness/models/tests/fixtures/internvl/tiny-300m-current")

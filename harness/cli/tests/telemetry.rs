@@ -2,21 +2,13 @@
 //! with its predictions.jsonl, the manifest records hardware and peak memory (or why VRAM could
 //! not be read), and `faceval bench` profiles a task on the demo's synthetic data.
 
+mod common;
+use common::{faceval, repo_root};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
-
-fn faceval() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_faceval"))
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
 
 fn ok(out: &Output) {
     assert!(
