@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use super::bins::FAIRFACE_AGE_BINS;
 use super::common::{check_image, csv_rows, infer_field, resolve, unknown_label, Collector, Opts};
 use super::Ctx;
 use crate::error::input_error;
@@ -14,19 +15,11 @@ use crate::task::DatasetSpec;
 
 const KEYS: &[&str] = &["service_test_only"];
 
-const AGES: &[&str] = &[
-    "0-2",
-    "3-9",
-    "10-19",
-    "20-29",
-    "30-39",
-    "40-49",
-    "50-59",
-    "60-69",
-    "more than 70",
-];
-const GENDERS: &[&str] = &["Male", "Female"];
-const RACES: &[&str] = &[
+/// FairFace's gender labels, as its label CSVs spell them.
+pub const FAIRFACE_GENDERS: [&str; 2] = ["Male", "Female"];
+
+/// FairFace's seven race groups, as its label CSVs spell them.
+pub const FAIRFACE_RACES: [&str; 7] = [
     "East Asian",
     "Indian",
     "Black",
@@ -67,7 +60,10 @@ pub(super) fn read(spec: &DatasetSpec, ctx: &Ctx, data_root: &Path) -> anyhow::R
         ));
     }
     let field = if ctx.field.is_empty() {
-        infer_field(ctx.labels, &[("age", AGES), ("gender", GENDERS), ("race", RACES)]).ok_or_else(|| {
+        infer_field(
+            ctx.labels,
+            &[("age", &FAIRFACE_AGE_BINS), ("gender", &FAIRFACE_GENDERS), ("race", &FAIRFACE_RACES)],
+        ).ok_or_else(|| {
             input_error("labels.field is not set and the labels match none of FairFace's age, gender or race values")
         })?
     } else {

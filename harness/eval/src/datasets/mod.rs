@@ -28,6 +28,7 @@ mod utkface;
 
 pub use bins::{fairface_age_bin, AgeBins, FAIRFACE_AGE_BINS};
 pub use facexbench::python_str;
+pub use fairface::{FAIRFACE_GENDERS, FAIRFACE_RACES};
 
 /// What every reader gets besides its spec: the label set and the name of the target field.
 pub(crate) struct Ctx<'a> {

@@ -83,31 +83,13 @@ pub const EXPRESSIONS: [&str; 7] = [
 ];
 
 /// FairFace race groups.
-pub const RACES: [&str; 7] = [
-    "East Asian",
-    "Indian",
-    "Black",
-    "White",
-    "Middle Eastern",
-    "Latino_Hispanic",
-    "Southeast Asian",
-];
+pub const RACES: [&str; 7] = crate::datasets::FAIRFACE_RACES;
 
 /// FairFace gender labels.
-pub const GENDERS: [&str; 2] = ["Male", "Female"];
+pub const GENDERS: [&str; 2] = crate::datasets::FAIRFACE_GENDERS;
 
 /// FairFace age bins.
-pub const AGE_BINS: [&str; 9] = [
-    "0-2",
-    "3-9",
-    "10-19",
-    "20-29",
-    "30-39",
-    "40-49",
-    "50-59",
-    "60-69",
-    "more than 70",
-];
+pub const AGE_BINS: [&str; 9] = crate::datasets::FAIRFACE_AGE_BINS;
 
 /// Inclusive age range in years drawn for each of [`AGE_BINS`].
 const AGE_RANGES: [(u32, u32); 9] = [
