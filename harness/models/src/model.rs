@@ -92,6 +92,15 @@ pub trait Model: Send {
     /// Greedy (deterministic) generation.
     fn generate(&mut self, request: &Request) -> anyhow::Result<Generation>;
 
+    /// Greedy generation for several requests at once. The outputs (text, tokens, logprobs)
+    /// must equal calling [`Model::generate`] on each request in turn; models that batch
+    /// override this for throughput. Each generation's `timings` are those of the call that
+    /// produced it (a batched call reports the batch's stage times on every member). One
+    /// result per request, in order; an `Err` that is a [`ModelUnavailable`] stops the run.
+    fn generate_batch(&mut self, requests: &[Request]) -> Vec<anyhow::Result<Generation>> {
+        requests.iter().map(|r| self.generate(r)).collect()
+    }
+
     /// Log-likelihood of each entry of `request.choices` as the assistant's answer, when the
     /// model can compute it. `Ok(None)` means "not supported": the caller falls back to
     /// generation with extraction.
