@@ -19,6 +19,7 @@ use base64::Engine;
 use clap::Args;
 use faceval_eval::error::input_error;
 use faceval_eval::model_manifest::{self, ModelKind, ModelManifest};
+use faceval_eval::runner::ModelHandle;
 use faceval_models::internvl::InternVlModel;
 use faceval_models::openai::{OpenAiConfig, OpenAiModel};
 use faceval_models::{Generation, Model, Request};
@@ -94,27 +95,27 @@ fn load(args: &ServeArgs, baselines_dir: &Path) -> anyhow::Result<(String, Loade
             })?;
             Loaded::Other(Box::new(faceval_models::MajorityModel::new(label)))
         }
-        ModelKind::Internvl => {
-            let device = faceval_models::internvl::parse_device(&args.device)
-                .map_err(|e| input_error(format!("--device: {e:#}")))?;
-            // `auto`: f32 on the CPU, bf16 on CUDA (what the checkpoints are stored in).
-            let dtype = match (m.dtype.as_str(), args.device.as_str()) {
-                ("auto", "cpu") => "f32",
-                ("auto", _) => "bf16",
-                (d, _) => d,
-            };
-            let dtype = faceval_models::internvl::parse_dtype(dtype)
-                .map_err(|e| input_error(format!("model {}: dtype: {e:#}", m.name)))?;
-            let model = InternVlModel::load(&m.source, &device, dtype)
-                .map_err(|e| input_error(format!("model {} ({}): {e:#}", m.name, m.source)))?;
-            Loaded::Internvl(Box::new(model))
-        }
+        // InternVL is kept concrete: the server reports its tokens' text in logprobs.
+        ModelKind::Internvl => Loaded::Internvl(Box::new(crate::commands::load_internvl(
+            &m.name,
+            &m.source,
+            &args.device,
+            &m.dtype,
+        )?)),
         ModelKind::Openai => {
             return Err(input_error(format!(
                 "model {} is already served over HTTP at {}; point clients there",
                 m.name, m.base_url
             )))
         }
+        // Every other local kind loads the way `faceval run` loads it.
+        #[allow(unreachable_patterns)]
+        _ => match crate::commands::instantiate_on(&loaded, &args.device, None)?.0 {
+            ModelHandle::Loaded(model) => Loaded::Other(model),
+            ModelHandle::Majority => {
+                return Err(input_error("majority needs --majority-label (see above)"))
+            }
+        },
     };
     Ok((
         args.served_model_name
