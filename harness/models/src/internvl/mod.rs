@@ -182,6 +182,17 @@ impl InternVl {
         self.lm.forward_embeds(embeds, cache)
     }
 
+    /// Runs several sequences packed into one `[1, n, hidden]` row, each after its own cache
+    /// (see [`qwen2::Qwen2::forward_packed`]); returns their hidden states in the same order.
+    pub fn forward_packed(
+        &self,
+        embeds: &Tensor,
+        lens: &[usize],
+        caches: &mut [KvCache],
+    ) -> Result<Tensor> {
+        self.lm.forward_packed(embeds, lens, caches)
+    }
+
     /// f32 logits `[1, t, vocab]` of hidden states.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         self.lm.logits(hidden)

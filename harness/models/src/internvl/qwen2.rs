@@ -7,6 +7,14 @@
 //! tokens are fed after a cache. Here RoPE angles are computed in f32 exactly as transformers
 //! does (inv_freq in f32, position × inv_freq in f32, cos/sin then cast), the causal mask is in
 //! the model dtype, and attention softmax runs in f32 (transformers' eager path upcasts it).
+//!
+//! Several sequences run together through [`Qwen2::forward_packed`]: their tokens are packed
+//! one after another into a single `[1, n, hidden]` row (no padding), so every weight matmul
+//! is done once for the whole batch, while attention runs per sequence over its own
+//! [`KvCache`] with exactly the shapes a lone sequence would have. This is why batched
+//! outputs equal batch-1 outputs: there is no padding mask whose extra (zero-weight) softmax
+//! terms or longer reductions could change the rounding, nor any position-id shift. The cost
+//! is one small attention call per sequence and layer (launch overhead on a GPU).
 
 use anyhow::Result;
 use candle_core::{DType, Device, Module, Tensor};
@@ -16,7 +24,8 @@ use super::config::{Activation, TextConfig};
 use super::vision::linear;
 use super::weights::Weights;
 
-/// Keys and values of every layer for the tokens seen so far (batch 1). Cloning is cheap
+/// Keys and values of every layer for the tokens seen so far, for one sequence (batches run
+/// one cache per sequence, see [`Qwen2::forward_packed`]). Cloning is cheap
 /// (tensors are reference-counted), which is how choice scoring branches from a shared prefix.
 #[derive(Debug, Clone)]
 pub struct KvCache {
@@ -114,13 +123,16 @@ impl Layer {
         })
     }
 
+    /// Self-attention over packed sequences: `xs` is `[1, n, hidden]` holding each segment's
+    /// tokens in turn, `cos`/`sin` are `[n, head_dim/2]` at each token's own position, and
+    /// segment `i` attends only to its cache `caches[i]` and its own tokens.
     fn attention(
         &self,
         xs: &Tensor,
         cos: &Tensor,
         sin: &Tensor,
-        mask: Option<&Tensor>,
-        cache: &mut Option<(Tensor, Tensor)>,
+        segments: &[Segment],
+        caches: &mut [&mut Option<(Tensor, Tensor)>],
     ) -> candle_core::Result<Tensor> {
         let (b, t, _) = xs.dims3()?;
         let shape = |x: Tensor, n: usize| -> candle_core::Result<Tensor> {
@@ -133,6 +145,39 @@ impl Layer {
         let v = shape(self.v.forward(xs)?, self.kv_heads)?;
         let q = candle_nn::rotary_emb::rope(&q, cos, sin)?;
         let k = candle_nn::rotary_emb::rope(&k, cos, sin)?;
+        let out = if let ([seg], [cache]) = (segments, &mut *caches) {
+            self.attend(q, k, v, seg.mask.as_ref(), cache)?
+        } else {
+            let mut outs = Vec::with_capacity(segments.len());
+            for (seg, cache) in segments.iter().zip(caches.iter_mut()) {
+                // Contiguous copies, so each segment's tensors have the layout of a lone run.
+                let part = |x: &Tensor| x.narrow(2, seg.start, seg.len)?.contiguous();
+                outs.push(self.attend(
+                    part(&q)?,
+                    part(&k)?,
+                    part(&v)?,
+                    seg.mask.as_ref(),
+                    cache,
+                )?);
+            }
+            Tensor::cat(&outs, 2)?
+        };
+        let out = out
+            .transpose(1, 2)?
+            .reshape((b, t, self.heads * self.head_dim))?;
+        self.o.forward(&out)
+    }
+
+    /// Attention of one sequence `q` `[1, heads, t, d]` (keys/values `[1, kv, t, d]`, after
+    /// RoPE) over its cache and itself; extends the cache. Returns `[1, heads, t, d]`.
+    fn attend(
+        &self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        mask: Option<&Tensor>,
+        cache: &mut Option<(Tensor, Tensor)>,
+    ) -> candle_core::Result<Tensor> {
         let (k, v) = match cache.take() {
             Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
             None => (k, v),
@@ -148,11 +193,7 @@ impl Layer {
         }
         let dtype = att.dtype();
         let att = candle_nn::ops::softmax_last_dim(&att.to_dtype(DType::F32)?)?.to_dtype(dtype)?;
-        let out = att.matmul(&v)?;
-        let out = out
-            .transpose(1, 2)?
-            .reshape((b, t, self.heads * self.head_dim))?;
-        self.o.forward(&out)
+        att.matmul(&v)
     }
 
     fn forward(
@@ -160,10 +201,10 @@ impl Layer {
         xs: &Tensor,
         cos: &Tensor,
         sin: &Tensor,
-        mask: Option<&Tensor>,
-        cache: &mut Option<(Tensor, Tensor)>,
+        segments: &[Segment],
+        caches: &mut [&mut Option<(Tensor, Tensor)>],
     ) -> candle_core::Result<Tensor> {
-        let a = self.attention(&self.input_norm.forward(xs)?, cos, sin, mask, cache)?;
+        let a = self.attention(&self.input_norm.forward(xs)?, cos, sin, segments, caches)?;
         let xs = (xs + a)?;
         let h = self.post_norm.forward(&xs)?;
         let m = self
@@ -171,6 +212,14 @@ impl Layer {
             .forward(&(self.act.apply(&self.gate.forward(&h)?)? * self.up.forward(&h)?)?)?;
         xs + m
     }
+}
+
+/// One sequence's share of a packed forward pass: its tokens are `start..start+len` of the
+/// packed row; `mask` is its causal mask over cache + own tokens (`None` for one token).
+struct Segment {
+    start: usize,
+    len: usize,
+    mask: Option<Tensor>,
 }
 
 /// `[b, kv, s, d]` → `[b, kv·rep, s, d]`, each kv head repeated `rep` times in place
@@ -254,27 +303,76 @@ impl Qwen2 {
     /// Runs `embeds` `[1, t, hidden]` after the cached tokens; returns the final hidden states
     /// (after the last RMSNorm) and extends the cache.
     pub fn forward_embeds(&self, embeds: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
-        let (_, t, _) = embeds.dims3()?;
-        let offset = cache.len;
-        if self.cfg.dynamic_rope && offset + t > self.cfg.max_position_embeddings {
+        let t = embeds.dim(1)?;
+        self.forward_packed(embeds, &[t], std::slice::from_mut(cache))
+    }
+
+    /// Runs several sequences at once. `embeds` is `[1, n, hidden]`: the new tokens of sequence
+    /// 0 (`lens[0]` of them), then those of sequence 1, and so on, each continuing after its own
+    /// `caches[i]`. Returns the final hidden states `[1, n, hidden]` in the same packed order and
+    /// extends every cache. Each sequence's result equals running it alone (see the module doc).
+    pub fn forward_packed(
+        &self,
+        embeds: &Tensor,
+        lens: &[usize],
+        caches: &mut [KvCache],
+    ) -> Result<Tensor> {
+        let (b, n, _) = embeds.dims3()?;
+        if b != 1 || lens.len() != caches.len() || lens.iter().sum::<usize>() != n {
             anyhow::bail!(
-                "sequence of {} tokens exceeds max_position_embeddings {}; dynamic NTK RoPE \
-                 rescaling beyond it is not implemented",
-                offset + t,
-                self.cfg.max_position_embeddings
+                "packed forward: embeddings {:?} do not hold {} sequences of lengths {lens:?} \
+                 ({} caches)",
+                embeds.dims(),
+                lens.len(),
+                caches.len()
             );
         }
-        let (cos, sin) = self.rope_tables(offset, t)?;
-        let mask = if t > 1 {
-            Some(self.causal_mask(offset, t)?)
+        if let Some(i) = lens.iter().position(|&l| l == 0) {
+            anyhow::bail!("packed forward: sequence {i} has no tokens");
+        }
+        let mut segments = Vec::with_capacity(lens.len());
+        let mut cos = Vec::with_capacity(lens.len());
+        let mut sin = Vec::with_capacity(lens.len());
+        let mut start = 0;
+        for (&t, cache) in lens.iter().zip(caches.iter()) {
+            let offset = cache.len;
+            if self.cfg.dynamic_rope && offset + t > self.cfg.max_position_embeddings {
+                anyhow::bail!(
+                    "sequence of {} tokens exceeds max_position_embeddings {}; dynamic NTK RoPE \
+                     rescaling beyond it is not implemented",
+                    offset + t,
+                    self.cfg.max_position_embeddings
+                );
+            }
+            let (c, s) = self.rope_tables(offset, t)?;
+            cos.push(c);
+            sin.push(s);
+            let mask = if t > 1 {
+                Some(self.causal_mask(offset, t)?)
+            } else {
+                None
+            };
+            segments.push(Segment {
+                start,
+                len: t,
+                mask,
+            });
+            start += t;
+        }
+        let (cos, sin) = if lens.len() == 1 {
+            (cos.remove(0), sin.remove(0))
         } else {
-            None
+            (Tensor::cat(&cos, 0)?, Tensor::cat(&sin, 0)?)
         };
         let mut xs = embeds.to_dtype(self.dtype)?;
-        for (layer, slot) in self.layers.iter().zip(cache.layers.iter_mut()) {
-            xs = layer.forward(&xs, &cos, &sin, mask.as_ref(), slot)?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let mut slots: Vec<&mut Option<(Tensor, Tensor)>> =
+                caches.iter_mut().map(|c| &mut c.layers[i]).collect();
+            xs = layer.forward(&xs, &cos, &sin, &segments, &mut slots)?;
         }
-        cache.len += t;
+        for (cache, &t) in caches.iter_mut().zip(lens) {
+            cache.len += t;
+        }
         Ok(self.norm.forward(&xs)?)
     }
 
