@@ -50,6 +50,11 @@ pub struct RunArgs {
     /// Model calls at the start of each task whose timings telemetry leaves out (still scored).
     #[arg(long, default_value_t = faceval_eval::telemetry::DEFAULT_WARMUP)]
     pub warmup: usize,
+    /// Generation questions per model call (consecutive items of a task); answers are the
+    /// same at any size. For served models, the requests in flight at once.
+    #[arg(long, default_value_t = faceval_eval::telemetry::DEFAULT_BATCH_SIZE,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub batch_size: usize,
     /// Where models with weights run: cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -301,7 +306,11 @@ pub fn run(args: RunArgs, tasks_dir: &Path, baselines_dir: &Path) -> anyhow::Res
         strict: args.strict,
         progress: true,
     };
-    let summary = runner::run_with_warmup(&mut handle, manifest, &tasks, &opts, args.warmup)?;
+    let settings = runner::RunSettings {
+        warmup: args.warmup,
+        batch_size: args.batch_size,
+    };
+    let summary = runner::run_with(&mut handle, manifest, &tasks, &opts, settings)?;
     let metrics = metrics::read_or_compute(&out)?;
     eprintln!(
         "{}: asked {} questions, resumed {}, {} item errors",

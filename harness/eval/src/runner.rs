@@ -172,17 +172,22 @@ fn breakdown_fields(task: &Task, item: &Item) -> std::collections::BTreeMap<Stri
         .collect()
 }
 
-/// Ask one question and score the answer. An item's failure is recorded in the prediction;
-/// only [`faceval_models::ModelUnavailable`] (the model cannot answer anything now) is an
-/// `Err`, which stops the run so that rerunning resumes instead of recording every item as failed.
-fn ask(
-    model: &mut dyn Model,
+/// A question ready to put to the model: its prediction so far (identity, groups, hashes)
+/// and the request.
+struct Prepared<'a> {
+    item: &'a Item,
+    question: &'a Question,
+    prediction: Prediction,
+    request: Request,
+}
+
+fn prepare<'a>(
     task: &Task,
-    item: &Item,
-    q: &Question,
+    item: &'a Item,
+    q: &'a Question,
     decoded: &Decoded,
     run_seed: u64,
-) -> anyhow::Result<Prediction> {
+) -> Prepared<'a> {
     let mut p = base_prediction(task, &item.id, q.rotation);
     p.groups = item.groups.clone();
     p.cluster = item.cluster.clone();
@@ -204,49 +209,85 @@ fn ask(
             &q.rotation.to_string(),
         ]),
     };
+    Prepared {
+        item,
+        question: q,
+        prediction: p,
+        request,
+    }
+}
+
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+/// Whether a task's questions are answered by option likelihood (else by generation).
+fn by_likelihood(task: &Task) -> bool {
+    let spec = &task.spec.question;
+    spec.scoring == Scoring::Likelihood && spec.style != QuestionStyle::Numeric
+}
+
+/// What likelihood scoring gave for one question.
+enum Likelihood {
+    /// Scored (or failed as an item error).
+    Answered(Prediction),
+    /// The model cannot score: generate and extract instead.
+    Generate,
+}
+
+/// Score one question by its options' likelihood. Only
+/// [`faceval_models::ModelUnavailable`] (the model cannot answer anything now) is an `Err`,
+/// which stops the run so that rerunning resumes instead of recording every item as failed.
+fn ask_likelihood(model: &mut dyn Model, job: &Prepared) -> anyhow::Result<Likelihood> {
     // The runner times every model call itself, so that models which report no stage split
     // (baselines, likelihood scoring) still get an honest end-to-end time; the split stays
     // whatever the model reported (zeros = not reported), never estimated here.
-    let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
-    if spec.scoring == Scoring::Likelihood && spec.style != QuestionStyle::Numeric {
-        let started = Instant::now();
-        let scored = model.choice_logprobs(&request);
-        p.timings.e2e_ms = ms(started);
-        match scored {
-            Ok(Some(lp)) => {
-                let best = argmax(&lp);
-                let s = score_choice(q, best);
-                p.raw_output = best
-                    .and_then(|b| q.choices.get(b).cloned())
-                    .unwrap_or_default();
-                return Ok(fill(p, s));
-            }
-            Ok(None) => {} // the model cannot score: generate and extract instead
-            Err(e) if faceval_models::model::is_unavailable(&e) => return Err(e),
-            Err(e) => {
-                p.error = Some(format!("{e:#}"));
-                return Ok(p);
-            }
+    let started = Instant::now();
+    let scored = model.choice_logprobs(&job.request);
+    let mut p = job.prediction.clone();
+    p.timings.e2e_ms = ms(started);
+    match scored {
+        Ok(Some(lp)) => {
+            let best = argmax(&lp);
+            let s = score_choice(job.question, best);
+            p.raw_output = best
+                .and_then(|b| job.question.choices.get(b).cloned())
+                .unwrap_or_default();
+            Ok(Likelihood::Answered(fill(p, s)))
+        }
+        Ok(None) => Ok(Likelihood::Generate),
+        Err(e) if faceval_models::model::is_unavailable(&e) => Err(e),
+        Err(e) => {
+            p.error = Some(format!("{e:#}"));
+            Ok(Likelihood::Answered(p))
         }
     }
-    let started = Instant::now();
-    let generated = model.generate(&request);
-    let e2e_ms = ms(started);
+}
+
+/// Score a generated answer (or record the item's failure). `e2e_ms` is the model call's
+/// wall time — the batch's, for a batched call.
+fn finish_generated(
+    task: &Task,
+    job: Prepared,
+    generated: anyhow::Result<faceval_models::Generation>,
+    e2e_ms: f64,
+) -> Prediction {
+    let mut p = job.prediction;
     match generated {
         Ok(g) => {
-            let s = score_text(task, q, &item.target, &g.text);
+            let s = score_text(task, job.question, &job.item.target, &g.text);
             p.raw_output = g.text;
             p.timings = g.timings;
             p.timings.e2e_ms = e2e_ms;
             p.prompt_tokens = g.prompt_tokens;
             p.output_tokens = g.token_ids.len();
-            Ok(fill(p, s))
+            fill(p, s)
         }
-        Err(e) if faceval_models::model::is_unavailable(&e) => Err(e),
         Err(e) => {
+            p.timings = Default::default();
             p.timings.e2e_ms = e2e_ms;
             p.error = Some(format!("{e:#}"));
-            Ok(p)
+            p
         }
     }
 }
@@ -336,6 +377,50 @@ pub fn majority_label(task: &Task, items: &[Item]) -> String {
         .unwrap_or_default()
 }
 
+/// How a run asks the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunSettings {
+    /// Model calls at the start of each task (in this attempt) whose timings telemetry
+    /// leaves out; they are scored as usual.
+    pub warmup: usize,
+    /// Generation questions per model call ([`Model::generate_batch`]); likelihood-scored
+    /// questions are asked one at a time.
+    pub batch_size: usize,
+}
+
+impl Default for RunSettings {
+    fn default() -> Self {
+        RunSettings {
+            warmup: telemetry::DEFAULT_WARMUP,
+            batch_size: telemetry::DEFAULT_BATCH_SIZE,
+        }
+    }
+}
+
+/// Items whose images are decoded together (in parallel) while the model answers the
+/// previous chunk. Tasks are interleaved chunk by chunk.
+pub const CHUNK_ITEMS: usize = 32;
+
+/// The order a run asks its tasks' items in: chunk k of every task (in the order the tasks
+/// were given), then chunk k + 1. `lens[t]` is task t's number of pending items; each entry
+/// is `(t, range of its pending items)`. Tasks that ask about the same images in the same
+/// order (FairFace age, gender and race) thus ask about each face close together in time, so
+/// a model's per-image cache is still warm when the next task reaches the face.
+pub fn interleave(lens: &[usize], chunk: usize) -> Vec<(usize, std::ops::Range<usize>)> {
+    let chunk = chunk.max(1);
+    let rounds = lens.iter().map(|n| n.div_ceil(chunk)).max().unwrap_or(0);
+    let mut order = Vec::new();
+    for k in 0..rounds {
+        for (t, &n) in lens.iter().enumerate() {
+            let start = k * chunk;
+            if start < n {
+                order.push((t, start..(start + chunk).min(n)));
+            }
+        }
+    }
+    order
+}
+
 /// Run the model on `tasks` into `opts.out`, leaving the first
 /// [`telemetry::DEFAULT_WARMUP`] calls of each task out of the telemetry. Metrics are written
 /// at the end.
@@ -345,7 +430,7 @@ pub fn run(
     tasks: &[Task],
     opts: &RunOptions,
 ) -> anyhow::Result<RunSummary> {
-    run_with_warmup(handle, manifest, tasks, opts, telemetry::DEFAULT_WARMUP)
+    run_with(handle, manifest, tasks, opts, RunSettings::default())
 }
 
 /// [`run`], with the first `warmup` model calls of each task (in this attempt) marked as
@@ -357,13 +442,220 @@ pub fn run_with_warmup(
     opts: &RunOptions,
     warmup: usize,
 ) -> anyhow::Result<RunSummary> {
+    let settings = RunSettings {
+        warmup,
+        ..RunSettings::default()
+    };
+    run_with(handle, manifest, tasks, opts, settings)
+}
+
+/// One task's questions still to ask in this attempt.
+struct Plan<'a> {
+    task: &'a Task,
+    /// Questions are built up front (cheap) so that resume can skip finished rotations.
+    pending: Vec<(&'a Item, anyhow::Result<Vec<Question>>)>,
+}
+
+/// What the asking loop updates as it goes.
+struct Asking<'w> {
+    writer: &'w mut RunWriter,
+    summary: RunSummary,
+    /// End of the previous model call's bookkeeping, for `timings.wall_ms`.
+    mark: Instant,
+    settings: RunSettings,
+    seed: u64,
+}
+
+/// Per task: model calls made in this attempt (warm-up is per attempt: a resumed run is cold
+/// again) and its progress bar.
+struct TaskProgress {
+    calls: usize,
+    bar: indicatif::ProgressBar,
+}
+
+impl Asking<'_> {
+    /// Write the predictions of one model call (one question, or a batch's members). The
+    /// runner time since the previous call is shared evenly among the members, so that
+    /// `wall_ms` still sums to the run's time; the call is warm-up (all its members) when it
+    /// is among the task's first `warmup` calls.
+    fn record_call(
+        &mut self,
+        progress: &mut TaskProgress,
+        members: Vec<(Prediction, &Item)>,
+    ) -> anyhow::Result<()> {
+        if members.is_empty() {
+            return Ok(());
+        }
+        let wall_ms = ms(self.mark) / members.len() as f64;
+        let warmup = progress.calls < self.settings.warmup;
+        progress.calls += 1;
+        for (mut p, item) in members {
+            p.timings.warmup = warmup;
+            p.timings.wall_ms = wall_ms;
+            if let Target::Number(x) = item.target {
+                p.target_value.get_or_insert(x);
+            }
+            if p.outcome == Outcome::Error {
+                self.summary.errors += 1;
+            }
+            self.writer.append(&p)?;
+            self.summary.asked += 1;
+        }
+        self.mark = Instant::now();
+        Ok(())
+    }
+
+    /// Ask the model the queued generation questions in one call. A
+    /// [`faceval_models::ModelUnavailable`] in any member stops the run: the members that
+    /// were answered are written, the others left for the rerun to ask.
+    fn flush(
+        &mut self,
+        model: &mut dyn Model,
+        task: &Task,
+        progress: &mut TaskProgress,
+        queue: &mut Vec<Prepared>,
+    ) -> anyhow::Result<()> {
+        if queue.is_empty() {
+            return Ok(());
+        }
+        let jobs = std::mem::take(queue);
+        let started = Instant::now();
+        let results = if let [one] = jobs.as_slice() {
+            vec![model.generate(&one.request)]
+        } else {
+            let requests: Vec<Request> = jobs.iter().map(|j| j.request.clone()).collect();
+            model.generate_batch(&requests)
+        };
+        let e2e_ms = ms(started);
+        if results.len() != jobs.len() {
+            anyhow::bail!(
+                "model {} answered {} of a batch of {} questions",
+                model.info().name,
+                results.len(),
+                jobs.len()
+            );
+        }
+        let unavailable = results
+            .iter()
+            .any(|r| r.as_ref().is_err_and(faceval_models::model::is_unavailable));
+        let mut stop = None;
+        let mut members = Vec::with_capacity(jobs.len());
+        for (job, result) in jobs.into_iter().zip(results) {
+            match result {
+                Err(e) if faceval_models::model::is_unavailable(&e) => {
+                    stop.get_or_insert(e);
+                }
+                // Item errors next to an unavailable model are likely its doing: leave them
+                // to the rerun.
+                Err(_) if unavailable => {}
+                r => {
+                    let item = job.item;
+                    members.push((finish_generated(task, job, r, e2e_ms), item));
+                }
+            }
+        }
+        self.record_call(progress, members)?;
+        match stop {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Ask one chunk of a task's items, whose images were decoded ahead.
+    fn ask_chunk(
+        &mut self,
+        model: &mut dyn Model,
+        plan: &Plan,
+        chunk: &[(&Item, anyhow::Result<Vec<Question>>)],
+        decoded: Vec<anyhow::Result<Decoded>>,
+        progress: &mut TaskProgress,
+        strict: bool,
+    ) -> anyhow::Result<()> {
+        let task = plan.task;
+        let name = task.name();
+        let mut queue: Vec<Prepared> = Vec::with_capacity(self.settings.batch_size);
+        for ((item, questions), dec) in chunk.iter().zip(decoded) {
+            let item: &Item = item;
+            let questions = match questions {
+                Ok(q) => q,
+                Err(e) => {
+                    self.writer
+                        .append(&error_prediction(task, item, 0, format!("{e:#}")))?;
+                    self.summary.errors += 1;
+                    progress.bar.inc(1);
+                    continue;
+                }
+            };
+            let dec = match dec {
+                Ok(d) => d,
+                Err(e) => {
+                    if strict {
+                        return Err(e);
+                    }
+                    for q in questions {
+                        if !self.writer.is_done(name, &item.id, q.rotation) {
+                            self.writer.append(&error_prediction(
+                                task,
+                                item,
+                                q.rotation,
+                                format!("{e:#}"),
+                            ))?;
+                            self.summary.errors += 1;
+                        }
+                    }
+                    progress.bar.inc(1);
+                    continue;
+                }
+            };
+            for q in questions {
+                if self.writer.is_done(name, &item.id, q.rotation) {
+                    continue;
+                }
+                let job = prepare(task, item, q, &dec, self.seed);
+                if by_likelihood(task) {
+                    match ask_likelihood(model, &job)? {
+                        Likelihood::Answered(p) => {
+                            self.record_call(progress, vec![(p, item)])?;
+                            continue;
+                        }
+                        Likelihood::Generate => {}
+                    }
+                }
+                queue.push(job);
+                if queue.len() >= self.settings.batch_size {
+                    self.flush(model, task, progress, &mut queue)?;
+                }
+            }
+            progress.bar.inc(1);
+        }
+        // Batches stay within a chunk: they hold consecutive items of one task.
+        self.flush(model, task, progress, &mut queue)?;
+        self.writer.sync()
+    }
+}
+
+/// [`run`] with explicit [`RunSettings`]. Tasks are interleaved chunk by chunk
+/// ([`interleave`]); each chunk's images are decoded on the rayon pool while the model
+/// answers the previous chunk.
+pub fn run_with(
+    handle: &mut ModelHandle,
+    manifest: Manifest,
+    tasks: &[Task],
+    opts: &RunOptions,
+    settings: RunSettings,
+) -> anyhow::Result<RunSummary> {
+    if settings.batch_size == 0 {
+        return Err(input_error(
+            "--batch-size 0: a model call asks at least one question",
+        ));
+    }
     let mut manifest = manifest;
     manifest.tasks = tasks.iter().map(task_record).collect();
     manifest.shard = opts.shard.clone();
     manifest.limit = opts.limit;
     manifest.seed = opts.seed;
-    manifest.warmup = Some(warmup);
-    manifest.batch_size = Some(telemetry::BATCH_SIZE);
+    manifest.warmup = Some(settings.warmup);
+    manifest.batch_size = Some(settings.batch_size);
     if manifest.hardware.is_none() {
         manifest.hardware = Some(telemetry::hardware());
     }
@@ -386,20 +678,21 @@ pub fn run_with_warmup(
         .and_then(|m| m.resources);
     let monitor = telemetry::ResourceMonitor::start();
     let mut writer = RunWriter::open(&opts.out, &manifest)?;
-    let mut summary = RunSummary {
-        resumed: writer.resumed,
-        ..Default::default()
-    };
+    let resumed = writer.resumed;
+
+    // Every task's items first: reader errors are written (or stop a --strict run) before
+    // any question is asked, and the interleaved order needs every task's pending count.
+    let mut loaded: Vec<Vec<Item>> = Vec::with_capacity(tasks.len());
+    let mut majority: Vec<Option<faceval_models::MajorityModel>> = Vec::new();
+    let mut reader_errors = 0;
     for task in tasks {
         let (mut items, mut errors) = load_items(task, opts)?;
-        let mut majority;
-        let model: &mut dyn Model = match handle {
-            ModelHandle::Loaded(m) => m.as_mut(),
-            ModelHandle::Majority => {
-                majority = faceval_models::MajorityModel::new(majority_label(task, &items));
-                &mut majority
-            }
-        };
+        // The majority floor is built per task, from that task's label counts (before
+        // sharding, so that every shard answers the same label).
+        majority.push(
+            matches!(handle, ModelHandle::Majority)
+                .then(|| faceval_models::MajorityModel::new(majority_label(task, &items))),
+        );
         items.retain(|i| in_shard(opts.shard.as_ref(), &i.id));
         errors.retain(|e| in_shard(opts.shard.as_ref(), &e.id));
         if opts.strict {
@@ -417,82 +710,103 @@ pub fn run_with_warmup(
             let mut p = base_prediction(task, &e.id, 0);
             p.error = Some(format!("{}: {}", e.location, e.message));
             writer.append(&p)?;
-            summary.errors += 1;
+            reader_errors += 1;
         }
-        // Questions are built up front (cheap) so that resume can skip finished rotations.
-        let pending: Vec<(&Item, anyhow::Result<Vec<Question>>)> = items
-            .iter()
-            .map(|i| (i, questions_for(task, i)))
-            .filter(|(i, qs)| match qs {
-                Ok(qs) => qs
-                    .iter()
-                    .any(|q| !writer.is_done(task.name(), &i.id, q.rotation)),
-                Err(_) => !writer.is_done(task.name(), &i.id, 0),
-            })
-            .collect();
-        let bar = progress_bar(opts.progress, pending.len() as u64, task.name());
-        // Calls made for this task in this attempt (warm-up is per attempt: a resumed run is
-        // cold again), and the end of the previous call, for `timings.wall_ms`.
-        let mut calls = 0usize;
-        let mut mark = Instant::now();
-        // Decode a chunk of items in parallel, then ask them in order.
-        for chunk in pending.chunks(32) {
-            let decoded: Vec<anyhow::Result<Decoded>> =
-                chunk.par_iter().map(|(i, _)| decode(i)).collect();
-            for ((item, questions), dec) in chunk.iter().zip(decoded) {
-                let item: &Item = item;
-                let questions = match questions {
-                    Ok(q) => q,
-                    Err(e) => {
-                        writer.append(&error_prediction(task, item, 0, format!("{e:#}")))?;
-                        summary.errors += 1;
-                        continue;
-                    }
-                };
-                let dec = match dec {
-                    Ok(d) => d,
-                    Err(e) => {
-                        if opts.strict {
-                            return Err(e);
-                        }
-                        for q in questions {
-                            if !writer.is_done(task.name(), &item.id, q.rotation) {
-                                writer.append(&error_prediction(
-                                    task,
-                                    item,
-                                    q.rotation,
-                                    format!("{e:#}"),
-                                ))?;
-                                summary.errors += 1;
-                            }
-                        }
-                        continue;
-                    }
-                };
-                for q in questions {
-                    if writer.is_done(task.name(), &item.id, q.rotation) {
-                        continue;
-                    }
-                    let mut p = ask(model, task, item, q, &dec, opts.seed)?;
-                    p.timings.warmup = calls < warmup;
-                    calls += 1;
-                    p.timings.wall_ms = mark.elapsed().as_secs_f64() * 1e3;
-                    mark = Instant::now();
-                    if let Target::Number(x) = item.target {
-                        p.target_value.get_or_insert(x);
-                    }
-                    if p.outcome == Outcome::Error {
-                        summary.errors += 1;
-                    }
-                    writer.append(&p)?;
-                    summary.asked += 1;
-                }
-                bar.inc(1);
-            }
-            writer.sync()?;
-        }
-        bar.finish_and_clear();
+        loaded.push(items);
     }
+    let plans: Vec<Plan> = tasks
+        .iter()
+        .zip(&loaded)
+        .map(|(task, items)| Plan {
+            task,
+            pending: items
+                .iter()
+                .map(|i| (i, questions_for(task, i)))
+                .filter(|(i, qs)| match qs {
+                    Ok(qs) => qs
+                        .iter()
+                        .any(|q| !writer.is_done(task.name(), &i.id, q.rotation)),
+                    Err(_) => !writer.is_done(task.name(), &i.id, 0),
+                })
+                .collect(),
+        })
+        .collect();
+    let bars = progress_bars(opts.progress);
+    let mut progress: Vec<TaskProgress> = plans
+        .iter()
+        .map(|p| TaskProgress {
+            calls: 0,
+            bar: add_bar(bars.as_ref(), p.pending.len() as u64, p.task.name()),
+        })
+        .collect();
+    // A chunk holds at least one batch.
+    let chunk = CHUNK_ITEMS.max(settings.batch_size);
+    let schedule = interleave(
+        &plans.iter().map(|p| p.pending.len()).collect::<Vec<_>>(),
+        chunk,
+    );
+    let to_decode: Vec<Vec<&Item>> = schedule
+        .iter()
+        .map(|(t, r)| {
+            plans[*t].pending[r.clone()]
+                .iter()
+                .map(|(i, _)| *i)
+                .collect()
+        })
+        .collect();
+
+    let mut asking = Asking {
+        writer: &mut writer,
+        summary: RunSummary {
+            resumed,
+            errors: reader_errors,
+            ..Default::default()
+        },
+        mark: Instant::now(),
+        settings,
+        seed: opts.seed,
+    };
+    std::thread::scope(|s| -> anyhow::Result<()> {
+        // Decoding (read, decode, sha256) runs one chunk ahead of the model: the channel
+        // holds at most one decoded chunk besides the one being decoded. When the asking loop
+        // stops early, dropping `rx` makes the next send fail and the decoder ends.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<anyhow::Result<Decoded>>>(1);
+        let to_decode = &to_decode;
+        s.spawn(move || {
+            for items in to_decode {
+                let decoded: Vec<_> = items.par_iter().map(|i| decode(i)).collect();
+                if tx.send(decoded).is_err() {
+                    break;
+                }
+            }
+        });
+        for (t, range) in &schedule {
+            let decoded = rx
+                .recv()
+                .map_err(|_| anyhow::anyhow!("the image decoding thread stopped early"))?;
+            let plan = &plans[*t];
+            let model: &mut dyn Model = match (&mut *handle, &mut majority[*t]) {
+                (_, Some(m)) => m,
+                (ModelHandle::Loaded(m), None) => m.as_mut(),
+                (ModelHandle::Majority, None) => {
+                    anyhow::bail!("internal: no majority model for task {}", plan.task.name())
+                }
+            };
+            asking.ask_chunk(
+                model,
+                plan,
+                &plan.pending[range.clone()],
+                decoded,
+                &mut progress[*t],
+                opts.strict,
+            )?;
+            if range.end == plan.pending.len() {
+                progress[*t].bar.finish_and_clear();
+            }
+        }
+        Ok(())
+    })?;
+    let summary = asking.summary;
     writer.sync()?;
     let mut resources = monitor.finish();
     resources.weight_bytes = manifest.model.weight_bytes;
@@ -509,12 +823,24 @@ pub fn run_with_warmup(
     Ok(summary)
 }
 
-fn progress_bar(enabled: bool, len: u64, task: &str) -> indicatif::ProgressBar {
-    // Quiet in CI logs and pipes; a bar only on an interactive terminal.
+/// One progress bar per task, shown together (tasks advance in turn); `None` when quiet.
+fn progress_bars(enabled: bool) -> Option<indicatif::MultiProgress> {
+    // Quiet in CI logs and pipes; bars only on an interactive terminal.
     if !enabled || !std::io::stderr().is_terminal() || std::env::var_os("CI").is_some() {
-        return indicatif::ProgressBar::hidden();
+        return None;
     }
-    let bar = indicatif::ProgressBar::new(len);
+    Some(indicatif::MultiProgress::new())
+}
+
+fn add_bar(
+    bars: Option<&indicatif::MultiProgress>,
+    len: u64,
+    task: &str,
+) -> indicatif::ProgressBar {
+    let Some(bars) = bars else {
+        return indicatif::ProgressBar::hidden();
+    };
+    let bar = bars.add(indicatif::ProgressBar::new(len));
     bar.set_style(
         indicatif::ProgressStyle::with_template(
             "{prefix} {bar:30} {pos}/{len} items  {per_sec}  ETA {eta}",
@@ -528,4 +854,46 @@ fn progress_bar(enabled: bool, len: u64, task: &str) -> indicatif::ProgressBar {
 /// Paths of a run folder's files, for callers that only have the folder.
 pub fn predictions_path(dir: &Path) -> PathBuf {
     dir.join(run_folder::PREDICTIONS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interleave_takes_chunk_k_of_every_task_before_chunk_k_plus_1() {
+        let order = interleave(&[70, 0, 33, 64], 32);
+        assert_eq!(
+            order,
+            vec![
+                (0, 0..32),
+                (2, 0..32),
+                (3, 0..32),
+                (0, 32..64),
+                (2, 32..33),
+                (3, 32..64),
+                (0, 64..70),
+            ]
+        );
+        // Every pending item of every task is asked exactly once, each task in its own order.
+        for (t, n) in [(0usize, 70usize), (2, 33), (3, 64)] {
+            let covered: Vec<usize> = order
+                .iter()
+                .filter(|(u, _)| *u == t)
+                .flat_map(|(_, r)| r.clone())
+                .collect();
+            assert_eq!(covered, (0..n).collect::<Vec<_>>());
+        }
+        assert!(interleave(&[], 32).is_empty());
+        assert!(interleave(&[0, 0], 32).is_empty());
+        // A zero chunk is treated as one item per chunk rather than looping forever.
+        assert_eq!(interleave(&[2], 0), vec![(0, 0..1), (0, 1..2)]);
+    }
+
+    #[test]
+    fn argmax_keeps_the_first_of_ties_and_refuses_non_finite_scores() {
+        assert_eq!(argmax(&[-1.0, -0.5, -0.5]), Some(1));
+        assert_eq!(argmax(&[-1.0, f64::NAN]), None);
+        assert_eq!(argmax(&[]), None);
+    }
 }

@@ -30,8 +30,8 @@ pub const SAMPLE_INTERVAL_MS: u64 = 50;
 pub const PERCENTILE_METHOD: &str =
     "linear interpolation between closest ranks (numpy.percentile default, Hyndman-Fan type 7)";
 
-/// Batch size of every run today: one question per model call.
-pub const BATCH_SIZE: usize = 1;
+/// Questions per model call when `faceval run --batch-size` is not given.
+pub const DEFAULT_BATCH_SIZE: usize = 1;
 
 /// The `q`-th percentile (0–100) of `sorted` (ascending, finite), as numpy's default
 /// `method="linear"`: rank `h = (n − 1)·q/100`, interpolated between the two nearest order

@@ -554,8 +554,8 @@ impl OpenAiModel {
         parse_completion(&v, &request.stop)
     }
 
-    /// Runs `requests` with at most `max_concurrency` in flight, results in input order.
-    /// (The runner asks one question at a time today; this is for callers that batch.)
+    /// Runs `requests` with at most `max_concurrency` in flight, results in input order
+    /// (what [`Model::generate_batch`] does for this backend).
     pub fn generate_many(&self, requests: &[Request]) -> Vec<Result<Generation>> {
         let workers = self.cfg.max_concurrency.clamp(1, requests.len().max(1));
         let next = AtomicUsize::new(0);
@@ -822,6 +822,13 @@ impl Model for OpenAiModel {
 
     fn generate(&mut self, request: &Request) -> Result<Generation> {
         self.generate_shared(request)
+    }
+
+    /// A batch is sent as concurrent requests (at most `max_concurrency` in flight): each
+    /// answer is the server's answer to that one request, as with [`Model::generate`], so
+    /// `--batch-size` only changes how many the server sees at once.
+    fn generate_batch(&mut self, requests: &[Request]) -> Vec<Result<Generation>> {
+        self.generate_many(requests)
     }
 
     fn choice_logprobs(&mut self, request: &Request) -> Result<Option<Vec<f64>>> {
