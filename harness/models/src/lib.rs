@@ -7,8 +7,10 @@
 pub mod baselines;
 pub mod hub;
 pub mod internvl;
+pub mod llava;
 pub mod model;
 pub mod openai;
+pub mod zero_shot;
 
 pub use baselines::{MajorityModel, RandomModel};
 pub use model::{Generation, Model, ModelInfo, ModelUnavailable, Request, StepTimings};
