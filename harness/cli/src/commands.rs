@@ -212,6 +212,22 @@ pub fn load_internvl(
         .map_err(|e| input_error(format!("model {name} ({source}): {e:#}")))
 }
 
+/// Loads a LLaVA-1.5 (llava-hf layout) checkpoint; device and dtype as for InternVL.
+pub fn load_llava(
+    name: &str,
+    source: &str,
+    device: &str,
+    dtype: &str,
+) -> anyhow::Result<faceval_models::llava::LlavaModel> {
+    use faceval_models::internvl;
+    let dev =
+        internvl::parse_device(device).map_err(|e| input_error(format!("--device: {e:#}")))?;
+    let dt = internvl::parse_dtype(resolve_dtype(dtype, &dev))
+        .map_err(|e| input_error(format!("model {name}: dtype: {e:#}")))?;
+    faceval_models::llava::LlavaModel::load(source, &dev, dt)
+        .map_err(|e| input_error(format!("model {name} ({source}): {e:#}")))
+}
+
 /// Load the model a manifest describes; models with weights go on `device` (cpu, cuda,
 /// cuda:N) in `dtype` (`None`: the manifest's own).
 pub fn instantiate_on(
@@ -231,6 +247,12 @@ pub fn instantiate_on(
         ModelKind::Random => ModelHandle::Loaded(Box::new(faceval_models::RandomModel)),
         ModelKind::Majority => ModelHandle::Majority,
         ModelKind::Openai => ModelHandle::Loaded(Box::new(crate::serve::connect_openai(m)?)),
+        ModelKind::Llava => ModelHandle::Loaded(Box::new(load_llava(
+            &m.name,
+            &m.source,
+            device,
+            dtype.unwrap_or(&m.dtype),
+        )?)),
         ModelKind::Internvl => ModelHandle::Loaded(Box::new(load_internvl(
             &m.name,
             &m.source,

@@ -20,6 +20,8 @@ pub enum ModelKind {
     /// A model behind an OpenAI-compatible `/v1/chat/completions` server (vLLM, SGLang, TGI,
     /// llama.cpp, `faceval serve`). See `docs/serving.md`.
     Openai,
+    /// LLaVA-1.5 in the llava-hf layout (`LlavaForConditionalGeneration`). See `docs/llava.md`.
+    Llava,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -121,6 +123,12 @@ pub fn load(path: &Path) -> anyhow::Result<LoadedManifest> {
     if manifest.kind == ModelKind::Internvl && manifest.source.is_empty() {
         return Err(input_error(format!(
             "{}: source is required for kind = \"internvl\" (a folder or hf://Org/Name)",
+            path.display()
+        )));
+    }
+    if manifest.kind == ModelKind::Llava && manifest.source.is_empty() {
+        return Err(input_error(format!(
+            "{}: source is required for kind = \"llava\" (a folder or hf://Org/Name)",
             path.display()
         )));
     }
