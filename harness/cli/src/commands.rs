@@ -228,6 +228,41 @@ pub fn load_llava(
         .map_err(|e| input_error(format!("model {name} ({source}): {e:#}")))
 }
 
+/// The prompt template of a CLIP/SigLIP manifest (its `zero_shot_template`, or the default).
+pub fn zero_shot_template(m: &model_manifest::ModelManifest) -> &str {
+    if m.zero_shot_template.is_empty() {
+        faceval_models::zero_shot::DEFAULT_TEMPLATE
+    } else {
+        &m.zero_shot_template
+    }
+}
+
+/// Loads a CLIP or SigLIP checkpoint as a zero-shot classifier; the checkpoint's `model_type`
+/// must be the manifest's kind. Device and dtype as for InternVL.
+pub fn load_zero_shot(
+    m: &model_manifest::ModelManifest,
+    device: &str,
+    dtype: &str,
+) -> anyhow::Result<faceval_models::zero_shot::ZeroShotModel> {
+    use faceval_models::internvl;
+    let (name, source) = (&m.name, &m.source);
+    let dev =
+        internvl::parse_device(device).map_err(|e| input_error(format!("--device: {e:#}")))?;
+    let dt = internvl::parse_dtype(resolve_dtype(dtype, &dev))
+        .map_err(|e| input_error(format!("model {name}: dtype: {e:#}")))?;
+    let model =
+        faceval_models::zero_shot::ZeroShotModel::load(source, &dev, dt, zero_shot_template(m))
+            .map_err(|e| input_error(format!("model {name} ({source}): {e:#}")))?;
+    let want = format!("{:?}", m.kind).to_lowercase();
+    if model.family().name() != want {
+        return Err(input_error(format!(
+            "model {name}: the manifest says kind = \"{want}\" but {source} is a {} checkpoint",
+            model.family().name()
+        )));
+    }
+    Ok(model)
+}
+
 /// Load the model a manifest describes; models with weights go on `device` (cpu, cuda,
 /// cuda:N) in `dtype` (`None`: the manifest's own).
 pub fn instantiate_on(
@@ -250,6 +285,11 @@ pub fn instantiate_on(
         ModelKind::Llava => ModelHandle::Loaded(Box::new(load_llava(
             &m.name,
             &m.source,
+            device,
+            dtype.unwrap_or(&m.dtype),
+        )?)),
+        ModelKind::Clip | ModelKind::Siglip => ModelHandle::Loaded(Box::new(load_zero_shot(
+            m,
             device,
             dtype.unwrap_or(&m.dtype),
         )?)),
@@ -313,6 +353,13 @@ pub fn run(args: RunArgs, tasks_dir: &Path, baselines_dir: &Path) -> anyhow::Res
     manifest
         .notes
         .insert("data".into(), args.data.display().to_string());
+    if matches!(loaded.manifest.kind, ModelKind::Clip | ModelKind::Siglip) {
+        // The prompt set is template x each question's options (recorded per prediction).
+        manifest.notes.insert(
+            "zero_shot.template".into(),
+            zero_shot_template(&loaded.manifest).to_string(),
+        );
+    }
     if matches!(handle, ModelHandle::Majority) {
         manifest.notes.insert(
             "majority.reference".into(),

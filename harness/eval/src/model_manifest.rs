@@ -22,6 +22,10 @@ pub enum ModelKind {
     Openai,
     /// LLaVA-1.5 in the llava-hf layout (`LlavaForConditionalGeneration`). See `docs/llava.md`.
     Llava,
+    /// CLIP zero-shot classification (`model_type = "clip"` checkpoints). See `docs/zero-shot.md`.
+    Clip,
+    /// SigLIP zero-shot classification (`model_type = "siglip"` checkpoints).
+    Siglip,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -69,6 +73,10 @@ pub struct ModelManifest {
     /// `kind = "openai"`: response cache folder; empty for the default, `"off"` for none.
     #[serde(default)]
     pub cache_dir: String,
+    /// `kind = "clip"` / `"siglip"`: the text prompt per answer option, with `{label}` standing
+    /// for the option text (empty: `"a photo of a {label} face"`).
+    #[serde(default)]
+    pub zero_shot_template: String,
 }
 
 fn default_dtype() -> String {
@@ -103,6 +111,7 @@ impl LoadedManifest {
                 max_retries: None,
                 max_concurrency: None,
                 cache_dir: String::new(),
+                zero_shot_template: String::new(),
             },
             path: None,
             fingerprint: sha256_hex(name.as_bytes()),
@@ -131,6 +140,24 @@ pub fn load(path: &Path) -> anyhow::Result<LoadedManifest> {
             "{}: source is required for kind = \"llava\" (a folder or hf://Org/Name)",
             path.display()
         )));
+    }
+    if matches!(manifest.kind, ModelKind::Clip | ModelKind::Siglip) {
+        if manifest.source.is_empty() {
+            return Err(input_error(format!(
+                "{}: source is required for kind = \"{}\" (a folder or hf://Org/Name)",
+                path.display(),
+                format!("{:?}", manifest.kind).to_lowercase()
+            )));
+        }
+        if !manifest.zero_shot_template.is_empty()
+            && !manifest.zero_shot_template.contains("{label}")
+        {
+            return Err(input_error(format!(
+                "{}: zero_shot_template {:?} has no {{label}} placeholder",
+                path.display(),
+                manifest.zero_shot_template
+            )));
+        }
     }
     if manifest.kind == ModelKind::Openai && manifest.base_url.is_empty() {
         return Err(input_error(format!(
