@@ -2,9 +2,13 @@
 //! batch), and log-likelihoods of candidate answers that share one prefill.
 //!
 //! Batches use [`InternVl::forward_packed`]: the sequences' tokens are packed into one row and
-//! attend each over its own cache, so a batch's tokens and logits are those of batch 1 (the
-//! weight matmuls see more rows at once, which on CPU leaves each row's sums unchanged; the
-//! tests in `tests/internvl_batch.rs` check it). A sequence that stops leaves the batch.
+//! attend each over its own cache, so a batch's tokens and logits are those of batch 1. The
+//! one difference is rounding in the weight matmuls: candle's CPU gemm gives a row the same
+//! bits whatever the number of rows (2 or more), but a single row (a batch-1 decode step) goes
+//! through a matrix-vector kernel that sums in another order, so batch-1 and batch-N logits
+//! differ by a few f32 ulps (3e-6..5e-6 in log-probability on the fixtures;
+//! `tests/internvl_batch.rs` asserts equal tokens and 1e-5). Forcing two rows on batch 1 would
+//! make them bit-equal but slows CPU decoding 2-3x. A sequence that stops leaves the batch.
 //!
 //! Greedy picks the first maximal logit, as `torch.argmax` does, so token choices match
 //! transformers' `generate(do_sample=False)`. Log-probabilities are computed on the host in

@@ -4,13 +4,23 @@
 //! with the checkpoint's own chat template (`text.rs`), images tiled and normalised as
 //! transformers' processor does (`preprocess.rs`), then greedy decoding or answer scoring
 //! (`generate.rs`). Stage timings go into [`StepTimings`].
+//!
+//! Image features (the projector's output, spliced into the prompt) are kept in an LRU
+//! [`FeatureCache`] keyed by the sha256 of the decoded image and of everything that shapes its
+//! tiles, so a face asked about several times (FairFace age, gender, race) is tiled and encoded
+//! once. Each image is encoded on its own, hit or miss, so a cached feature is bit-identical
+//! to a fresh one. [`Model::generate_batch`] decodes several requests together
+//! ([`generate::greedy_batch`]) with outputs equal to one request at a time.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
+use image::DynamicImage;
+use sha2::{Digest, Sha256};
 
 use super::generate::{self, DecodeOptions};
 use super::preprocess::ProcessorConfig;
@@ -29,6 +39,115 @@ pub struct InternVlModel {
     /// prefix of another ("young" / "young adult") is scored as a complete reply.
     end_of_turn: Option<u32>,
     sha256: OnceLock<Option<String>>,
+    features: FeatureCache,
+}
+
+/// Default budget of the image-feature cache: 1 GiB (about 1100 InternVL3-1B tiles in f32).
+pub const DEFAULT_FEATURE_CACHE_BYTES: u64 = 1 << 30;
+
+/// Prompt tokens packed into one prefill pass of [`Model::generate_batch`]; longer batches are
+/// prefilled in several passes (then decoded together), which bounds activation memory.
+pub const BATCH_PREFILL_TOKENS: usize = 16_384;
+
+/// Counters of the image-feature cache since load (or the last [`InternVlModel::set_feature_cache_bytes`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FeatureCacheStats {
+    /// Images whose features came from the cache.
+    pub hits: u64,
+    /// Images that were preprocessed and encoded.
+    pub misses: u64,
+    /// Entries dropped to stay within the budget.
+    pub evictions: u64,
+    pub entries: usize,
+    /// Bytes of feature tensors held.
+    pub bytes: u64,
+    /// The budget; 0 means the cache is off.
+    pub capacity_bytes: u64,
+}
+
+/// One cached image: its tile count and features `[tiles, image_seq_length, hidden]`.
+struct CachedFeatures {
+    tiles: usize,
+    features: Tensor,
+    bytes: u64,
+    last_used: u64,
+}
+
+/// LRU of image features bounded by bytes. Eviction scans for the oldest entry: a cache of
+/// a few thousand entries makes that negligible next to one vision forward, and saves a
+/// linked-list LRU dependency.
+struct FeatureCache {
+    entries: HashMap<[u8; 32], CachedFeatures>,
+    clock: u64,
+    stats: FeatureCacheStats,
+}
+
+impl FeatureCache {
+    fn new(capacity_bytes: u64) -> Self {
+        Self {
+            entries: HashMap::new(),
+            clock: 0,
+            stats: FeatureCacheStats {
+                capacity_bytes,
+                ..Default::default()
+            },
+        }
+    }
+
+    fn get(&mut self, key: &[u8; 32]) -> Option<(usize, Tensor)> {
+        self.clock += 1;
+        let e = self.entries.get_mut(key)?;
+        e.last_used = self.clock;
+        Some((e.tiles, e.features.clone()))
+    }
+
+    fn insert(&mut self, key: [u8; 32], tiles: usize, features: &Tensor) {
+        let bytes = (features.elem_count() * features.dtype().size_in_bytes()) as u64;
+        let cap = self.stats.capacity_bytes;
+        if bytes > cap {
+            return;
+        }
+        while self.stats.bytes + bytes > cap {
+            let Some(oldest) = self
+                .entries
+                .iter()
+                .min_by_key(|(_, e)| e.last_used)
+                .map(|(k, _)| *k)
+            else {
+                break;
+            };
+            if let Some(e) = self.entries.remove(&oldest) {
+                self.stats.bytes -= e.bytes;
+                self.stats.evictions += 1;
+            }
+        }
+        self.clock += 1;
+        let entry = CachedFeatures {
+            tiles,
+            features: features.clone(),
+            bytes,
+            last_used: self.clock,
+        };
+        if let Some(old) = self.entries.insert(key, entry) {
+            self.stats.bytes -= old.bytes;
+        }
+        self.stats.bytes += bytes;
+        self.stats.entries = self.entries.len();
+    }
+
+    fn stats(&self) -> FeatureCacheStats {
+        FeatureCacheStats {
+            entries: self.entries.len(),
+            ..self.stats
+        }
+    }
+}
+
+/// A request made ready for the decoder.
+struct Prepared {
+    ids: Vec<u32>,
+    embeds: Tensor,
+    timings: StepTimings,
 }
 
 impl InternVlModel {
@@ -98,6 +217,7 @@ impl InternVlModel {
             stop_token_ids,
             end_of_turn,
             sha256: OnceLock::new(),
+            features: FeatureCache::new(DEFAULT_FEATURE_CACHE_BYTES),
         })
     }
 
@@ -121,19 +241,65 @@ impl InternVlModel {
         self.net.config().text.max_position_embeddings
     }
 
-    /// Prompt ids and prompt embeddings (image features spliced in) for a request.
-    fn prepare(&self, request: &Request, timings: &mut StepTimings) -> Result<(Vec<u32>, Tensor)> {
-        let t0 = Instant::now();
-        let images: Vec<&image::DynamicImage> = request.images.iter().map(|i| i.as_ref()).collect();
-        let pixels = if images.is_empty() {
-            None
-        } else {
-            Some(self.processor.preprocess(&images)?)
+    /// Sets the image-feature cache budget in bytes (0 turns the cache off), emptying it and
+    /// resetting its counters.
+    pub fn set_feature_cache_bytes(&mut self, bytes: u64) {
+        self.features = FeatureCache::new(bytes);
+    }
+
+    /// Hits, misses and size of the image-feature cache.
+    pub fn feature_cache_stats(&self) -> FeatureCacheStats {
+        self.features.stats()
+    }
+
+    /// Cache key of an image: sha256 over its decoded RGB pixels and dimensions (what the
+    /// processor sees: alpha is dropped there too), the processor settings that shape its
+    /// tiles, and the dtype and device the features are computed in.
+    fn feature_key(&self, image: &DynamicImage) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(b"faceval internvl image features v1\0");
+        h.update(format!("{:?}", self.processor).as_bytes());
+        h.update(dtype_name(self.net.dtype()).as_bytes());
+        h.update(format!("{:?}", self.net.device().location()).as_bytes());
+        let owned;
+        let rgb = match image.as_rgb8() {
+            Some(rgb) => rgb,
+            None => {
+                owned = image.to_rgb8();
+                &owned
+            }
         };
-        let tiles: Vec<usize> = pixels
-            .as_ref()
-            .map(|p| p.tiles_per_image.clone())
-            .unwrap_or_default();
+        h.update(rgb.width().to_le_bytes());
+        h.update(rgb.height().to_le_bytes());
+        h.update(rgb.as_raw());
+        h.finalize().into()
+    }
+
+    /// Prompt ids and prompt embeddings (image features spliced in) for a request. Images
+    /// found in the feature cache skip preprocessing and the vision tower.
+    fn prepare(&mut self, request: &Request) -> Result<Prepared> {
+        let mut timings = StepTimings::default();
+        let t0 = Instant::now();
+        let use_cache = self.features.stats.capacity_bytes > 0;
+        // Per image: its key and either cached features or its preprocessed tiles.
+        let mut parts = Vec::with_capacity(request.images.len());
+        let mut tiles = Vec::with_capacity(request.images.len());
+        for img in &request.images {
+            let key = use_cache.then(|| self.feature_key(img));
+            match key.as_ref().and_then(|k| self.features.get(k)) {
+                Some((n, feats)) => {
+                    self.features.stats.hits += 1;
+                    tiles.push(n);
+                    parts.push((key, Ok(feats)));
+                }
+                None => {
+                    self.features.stats.misses += 1;
+                    let px = self.processor.preprocess(&[img.as_ref()])?;
+                    tiles.push(px.num_tiles());
+                    parts.push((key, Err(px)));
+                }
+            }
+        }
         let (_, ids) = self.text.build(&tiles, &request.prompt)?;
         // Refused before any compute: attention over a prompt past the trained context would
         // be meaningless (and its memory quadratic), so the item fails with the two lengths.
@@ -151,15 +317,89 @@ impl InternVlModel {
         timings.preprocess_ms = t0.elapsed().as_secs_f64() * 1e3;
 
         let t1 = Instant::now();
-        let feats = match &pixels {
-            Some(p) => Some(self.net.image_features(&p.to_tensor(self.net.device())?)?),
-            None => None,
+        // Each image through the vision tower on its own, so that its features do not depend on
+        // which other images share the request (and a cached copy equals a fresh one).
+        let mut feats = Vec::with_capacity(parts.len());
+        for ((key, part), &n) in parts.into_iter().zip(&tiles) {
+            let f = match part {
+                Ok(f) => f,
+                Err(px) => {
+                    let f = self.net.image_features(&px.to_tensor(self.net.device())?)?;
+                    if let Some(key) = key {
+                        self.features.insert(key, n, &f);
+                    }
+                    f
+                }
+            };
+            feats.push(f);
+        }
+        let feats = match feats.len() {
+            0 => None,
+            1 => feats.pop(),
+            _ => Some(Tensor::cat(&feats, 0)?),
         };
         let embeds = self.net.input_embeds(&ids, feats.as_ref())?;
         // GPU work is asynchronous: wait for it, or vision time would be charged to prefill.
         self.net.device().synchronize()?;
         timings.vision_ms = t1.elapsed().as_secs_f64() * 1e3;
-        Ok((ids, embeds))
+        Ok(Prepared {
+            ids,
+            embeds,
+            timings,
+        })
+    }
+
+    /// Decoding options for a prompt of `prompt_len` tokens.
+    fn decode_options(&self, request: &Request, prompt_len: usize) -> DecodeOptions {
+        DecodeOptions {
+            // The answer stops where the context ends.
+            max_new_tokens: request
+                .max_new_tokens
+                .min(self.context_length().saturating_sub(prompt_len)),
+            stop_token_ids: self.stop_token_ids.clone(),
+            top_logprobs: 5,
+            keep_step_logits: false,
+        }
+    }
+
+    /// Whether `tokens` so far contain one of the request's stop strings.
+    fn hits_stop_string(&self, request: &Request, tokens: &[u32]) -> bool {
+        let mut stops = request.stop.iter().filter(|s| !s.is_empty()).peekable();
+        stops.peek().is_some()
+            && self
+                .text
+                .decode(tokens, true)
+                .map(|s| stops.any(|st| s.contains(st.as_str())))
+                .unwrap_or(false)
+    }
+
+    /// The answer text (cut at the first stop string) and the generation record.
+    fn finish(
+        &self,
+        request: &Request,
+        prompt_tokens: usize,
+        out: generate::Decoded,
+        mut timings: StepTimings,
+    ) -> Result<Generation> {
+        timings.prefill_ms = out.prefill_ms;
+        timings.decode_ms = out.decode_ms;
+        let mut answer = self.text.decode(&out.tokens, true)?;
+        if let Some(cut) = request
+            .stop
+            .iter()
+            .filter(|s| !s.is_empty())
+            .filter_map(|s| answer.find(s.as_str()))
+            .min()
+        {
+            answer.truncate(cut);
+        }
+        Ok(Generation {
+            text: answer,
+            token_ids: out.tokens,
+            prompt_tokens,
+            top_logprobs: out.top_logprobs,
+            timings,
+        })
     }
 }
 
@@ -184,53 +424,83 @@ impl Model for InternVlModel {
     }
 
     fn generate(&mut self, request: &Request) -> Result<Generation> {
-        let mut timings = StepTimings::default();
-        let (ids, embeds) = self.prepare(request, &mut timings)?;
-        let opts = DecodeOptions {
-            // The answer stops where the context ends.
-            max_new_tokens: request
-                .max_new_tokens
-                .min(self.context_length().saturating_sub(ids.len())),
-            stop_token_ids: self.stop_token_ids.clone(),
-            top_logprobs: 5,
-            keep_step_logits: false,
-        };
-        let stops: Vec<&str> = request
-            .stop
-            .iter()
-            .map(String::as_str)
-            .filter(|s| !s.is_empty())
-            .collect();
-        let text = &self.text;
-        let out = generate::greedy(&self.net, &embeds, &opts, |toks| {
-            !stops.is_empty()
-                && text
-                    .decode(toks, true)
-                    .map(|s| stops.iter().any(|st| s.contains(st)))
-                    .unwrap_or(false)
+        let p = self.prepare(request)?;
+        let opts = self.decode_options(request, p.ids.len());
+        let out = generate::greedy(&self.net, &p.embeds, &opts, |toks| {
+            self.hits_stop_string(request, toks)
         })
         .context("InternVL generation")?;
-        timings.prefill_ms = out.prefill_ms;
-        timings.decode_ms = out.decode_ms;
-        let mut answer = self.text.decode(&out.tokens, true)?;
-        if let Some(cut) = stops.iter().filter_map(|s| answer.find(s)).min() {
-            answer.truncate(cut);
+        self.finish(request, p.ids.len(), out, p.timings)
+    }
+
+    /// All requests prepared one by one (feature cache shared, so a repeated image is encoded
+    /// once), then prefilled and decoded together by [`generate::greedy_batch`]. A request that
+    /// fails to prepare (bad image, prompt past the context) gets its error and the others go
+    /// on. Timings: the batch's preprocess and vision times (summed over requests) and its
+    /// prefill and decode times, on every member.
+    fn generate_batch(&mut self, requests: &[Request]) -> Vec<Result<Generation>> {
+        let mut results: Vec<Option<Result<Generation>>> = Vec::with_capacity(requests.len());
+        let mut ready: Vec<(usize, Prepared)> = vec![];
+        let mut batch_timings = StepTimings::default();
+        for (i, request) in requests.iter().enumerate() {
+            match self.prepare(request) {
+                Ok(p) => {
+                    batch_timings.preprocess_ms += p.timings.preprocess_ms;
+                    batch_timings.vision_ms += p.timings.vision_ms;
+                    ready.push((i, p));
+                    results.push(None);
+                }
+                Err(e) => results.push(Some(Err(e))),
+            }
         }
-        Ok(Generation {
-            text: answer,
-            token_ids: out.tokens,
-            prompt_tokens: ids.len(),
-            top_logprobs: out.top_logprobs,
-            timings,
-        })
+        let embeds: Vec<Tensor> = ready.iter().map(|(_, p)| p.embeds.clone()).collect();
+        let opts: Vec<DecodeOptions> = ready
+            .iter()
+            .map(|(i, p)| self.decode_options(&requests[*i], p.ids.len()))
+            .collect();
+        let decoded = generate::greedy_batch(
+            &self.net,
+            &embeds,
+            &opts,
+            BATCH_PREFILL_TOKENS,
+            |row, toks| self.hits_stop_string(&requests[ready[row].0], toks),
+        );
+        match decoded {
+            Ok(outs) => {
+                for ((i, p), out) in ready.iter().zip(outs) {
+                    let g = out.and_then(|out| {
+                        self.finish(&requests[*i], p.ids.len(), out, batch_timings.clone())
+                    });
+                    results[*i] = Some(g.context("InternVL generation"));
+                }
+            }
+            Err(e) => {
+                // The batched pass failed as a whole (e.g. out of memory): each request is
+                // retried alone, so one bad member cannot fail the others.
+                let msg = format!("{e:#}");
+                for (i, _) in &ready {
+                    results[*i] = Some(
+                        self.generate(&requests[*i])
+                            .with_context(|| format!("after the batched pass failed: {msg}")),
+                    );
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(anyhow::anyhow!("request was not run"))))
+            .collect()
     }
 
     fn choice_logprobs(&mut self, request: &Request) -> Result<Option<Vec<f64>>> {
         if request.choices.is_empty() {
             return Ok(Some(vec![]));
         }
-        let mut timings = StepTimings::default();
-        let (prompt_ids, embeds) = self.prepare(request, &mut timings)?;
+        let Prepared {
+            ids: prompt_ids,
+            embeds,
+            ..
+        } = self.prepare(request)?;
         let mut conts = Vec::with_capacity(request.choices.len());
         for choice in &request.choices {
             let enc = self
