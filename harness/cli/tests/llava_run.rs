@@ -116,9 +116,13 @@ fn run_llava_manifest_matches_the_model_and_transformers() {
 
     let preds = predictions(&out);
     assert_eq!(preds.len(), 6);
-    let mut model =
-        LlavaModel::load_dir(&ckpt, "tiny".into(), &candle_core::Device::Cpu, candle_core::DType::F32)
-            .unwrap();
+    let mut model = LlavaModel::load_dir(
+        &ckpt,
+        "tiny".into(),
+        &candle_core::Device::Cpu,
+        candle_core::DType::F32,
+    )
+    .unwrap();
     let want_sha = faceval_eval::prompt::sha256_hex(QUESTION.as_bytes());
     for (id, file) in ["a", "b", "c"].iter().zip(images) {
         let of = |task: &str| {
@@ -195,5 +199,8 @@ fn llava_manifest_without_source_is_an_input_error() {
         .unwrap();
     assert_eq!(res.status.code(), Some(2));
     let err = String::from_utf8_lossy(&res.stderr);
-    assert!(err.contains("source is required") && err.contains("llava"), "{err}");
+    assert!(
+        err.contains("source is required") && err.contains("llava"),
+        "{err}"
+    );
 }

@@ -92,8 +92,16 @@ fn prompt_text_and_ids_are_identical() {
         let c = case(name);
         let text = c.json["user_text"].as_str().unwrap();
         let (rendered, expanded, ids) = model.text().build(c.images.len(), text).unwrap();
-        assert_eq!(rendered, c.json["rendered_prompt"].as_str().unwrap(), "{name}");
-        assert_eq!(expanded, c.json["expanded_prompt"].as_str().unwrap(), "{name}");
+        assert_eq!(
+            rendered,
+            c.json["rendered_prompt"].as_str().unwrap(),
+            "{name}"
+        );
+        assert_eq!(
+            expanded,
+            c.json["expanded_prompt"].as_str().unwrap(),
+            "{name}"
+        );
         assert_eq!(ids, u32s(&c.json["input_ids"]), "{name}");
     }
 }
@@ -188,7 +196,10 @@ fn model_generate_gives_the_fixture_tokens() {
         let g = model.generate(&req).unwrap();
         assert_eq!(g.token_ids, u32s(&c.json["generated_ids"]), "{name}");
         assert_eq!(g.text, c.json["generated_text"].as_str().unwrap(), "{name}");
-        assert_eq!(g.prompt_tokens, c.json["input_ids"].as_array().unwrap().len());
+        assert_eq!(
+            g.prompt_tokens,
+            c.json["input_ids"].as_array().unwrap().len()
+        );
         assert_eq!(g.top_logprobs.len(), g.token_ids.len());
         assert_eq!(g.top_logprobs[0][0].0, g.token_ids[0]);
         assert!(g.timings.vision_ms > 0.0 && g.timings.prefill_ms > 0.0);
@@ -200,8 +211,8 @@ fn model_generate_gives_the_fixture_tokens() {
 
 #[test]
 fn choice_logprobs_rank_answers_and_are_log_probabilities() {
-    let mut model = LlavaModel::load_dir(&checkpoint(), "tiny".into(), &Device::Cpu, DType::F32)
-        .unwrap();
+    let mut model =
+        LlavaModel::load_dir(&checkpoint(), "tiny".into(), &Device::Cpu, DType::F32).unwrap();
     let c = case("square");
     let req = Request {
         images: c.images.iter().cloned().map(Arc::new).collect(),
@@ -214,7 +225,10 @@ fn choice_logprobs_rank_answers_and_are_log_probabilities() {
     };
     let scores = model.choice_logprobs(&req).unwrap().unwrap();
     assert_eq!(scores.len(), 3);
-    assert!(scores.iter().all(|s| s.is_finite() && *s < 0.0), "{scores:?}");
+    assert!(
+        scores.iter().all(|s| s.is_finite() && *s < 0.0),
+        "{scores:?}"
+    );
     assert!(scores[0] != scores[1]);
 }
 
@@ -262,7 +276,10 @@ fn a_mis_shaped_tensor_is_named() {
     let bad = "language_model.model.layers.1.self_attn.k_proj.weight";
     rewrite_weights(tmp.path(), |mut m| {
         let t = m.remove(bad).unwrap();
-        m.insert(bad.into(), t.narrow(0, 0, 16).unwrap().contiguous().unwrap());
+        m.insert(
+            bad.into(),
+            t.narrow(0, 0, 16).unwrap().contiguous().unwrap(),
+        );
         m
     });
     let err = Llava::load(tmp.path(), &Device::Cpu, DType::F32)
@@ -270,7 +287,10 @@ fn a_mis_shaped_tensor_is_named() {
         .expect("must fail")
         .to_string();
     assert!(err.contains(bad), "{err}");
-    assert!(err.contains("[16, 64]") && err.contains("[32, 64]"), "{err}");
+    assert!(
+        err.contains("[16, 64]") && err.contains("[32, 64]"),
+        "{err}"
+    );
 }
 
 #[test]

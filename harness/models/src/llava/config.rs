@@ -8,6 +8,9 @@
 //! (another activation, a vision epsilon other than 1e-5, RoPE scaling, biased Llama
 //! projections, an explicit head_dim) are refused with the field named, never ignored.
 
+// `%` checks: the workspace's rust-version (1.85) predates `is_multiple_of`.
+#![allow(clippy::manual_is_multiple_of)]
+
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -493,20 +496,28 @@ mod tests {
     fn unsupported_settings_are_named() {
         let mut v = hub_7b();
         v["vision_feature_layer"] = json!([-2, -5]);
-        let e = LlavaConfig::from_value(&v, "c.json").unwrap_err().to_string();
+        let e = LlavaConfig::from_value(&v, "c.json")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("vision_feature_layer"), "{e}");
         let mut v = hub_7b();
         v["text_config"]["rope_scaling"] = json!({"rope_type": "linear", "factor": 2.0});
-        let e = LlavaConfig::from_value(&v, "c.json").unwrap_err().to_string();
+        let e = LlavaConfig::from_value(&v, "c.json")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("rope_scaling"), "{e}");
         let mut v = hub_7b();
         v["model_type"] = json!("llava_llama");
         v["mm_projector_type"] = json!("mlp2x_gelu");
-        let e = LlavaConfig::from_value(&v, "c.json").unwrap_err().to_string();
+        let e = LlavaConfig::from_value(&v, "c.json")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("liuhaotian"), "{e}");
         let mut v = hub_7b();
         v["vision_config"]["hidden_act"] = json!("gelu");
-        let e = LlavaConfig::from_value(&v, "c.json").unwrap_err().to_string();
+        let e = LlavaConfig::from_value(&v, "c.json")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("vision_config.hidden_act"), "{e}");
     }
 }

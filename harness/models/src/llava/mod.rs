@@ -136,9 +136,7 @@ impl Llava {
     /// Image features `[images * tokens_per_image, hidden]` (projector output) of pixel
     /// values `[images, 3, H, W]`.
     pub fn image_features(&self, pixel_values: &Tensor) -> Result<Tensor> {
-        let px = pixel_values
-            .to_device(&self.device)?
-            .to_dtype(self.dtype)?;
+        let px = pixel_values.to_device(&self.device)?.to_dtype(self.dtype)?;
         let states = self.vision.output_hidden_states(&px)?;
         let sel = states
             .get(self.config.candle_hidden_index())

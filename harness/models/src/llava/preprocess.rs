@@ -248,7 +248,7 @@ impl LlavaProcessorConfig {
             image_std: get_triple(
                 &ip,
                 "image_std",
-                [0.268_629_54, 0.261_302_58, 0.275_777_1],
+                [0.268_629_54, 0.261_302_6, 0.275_777_1],
                 f,
             )?,
             patch_size,
@@ -271,7 +271,8 @@ impl LlavaProcessorConfig {
     /// `<image>` tokens per image, as LlavaProcessor computes them.
     pub fn tokens_per_image(&self) -> usize {
         let p = self.patch_size.max(1);
-        let mut n = (self.crop_height / p) * (self.crop_width / p) + self.num_additional_image_tokens;
+        let mut n =
+            (self.crop_height / p) * (self.crop_width / p) + self.num_additional_image_tokens;
         if self.select_strategy == SelectStrategy::Default {
             n = n.saturating_sub(1);
         }

@@ -10,9 +10,9 @@
 //! candle-transformers' `Llama::load` unwraps (panics) on a missing tensor.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context, Result};
+use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
@@ -99,7 +99,10 @@ pub fn expected_shapes(c: &LlavaConfig) -> Vec<(String, Vec<usize>)> {
         push("projector.linear_2.bias".into(), vec![h]);
     }
     let kv = t.num_key_value_heads * t.head_dim();
-    push("text.model.embed_tokens.weight".into(), vec![t.vocab_size, h]);
+    push(
+        "text.model.embed_tokens.weight".into(),
+        vec![t.vocab_size, h],
+    );
     push("text.model.norm.weight".into(), vec![h]);
     if !t.tie_word_embeddings {
         push("text.lm_head.weight".into(), vec![t.vocab_size, h]);
@@ -114,7 +117,10 @@ pub fn expected_shapes(c: &LlavaConfig) -> Vec<(String, Vec<usize>)> {
             format!("{p}.mlp.gate_proj.weight"),
             vec![t.intermediate_size, h],
         );
-        push(format!("{p}.mlp.up_proj.weight"), vec![t.intermediate_size, h]);
+        push(
+            format!("{p}.mlp.up_proj.weight"),
+            vec![t.intermediate_size, h],
+        );
         push(
             format!("{p}.mlp.down_proj.weight"),
             vec![h, t.intermediate_size],
@@ -141,13 +147,20 @@ impl LoadedWeights {
         device: &Device,
         dtype: DType,
     ) -> Result<Self> {
-        // canonical -> (checkpoint name, file, tensor)
-        let mut found: HashMap<String, (String, PathBuf, Tensor)> = HashMap::new();
-        let mut example_prefix: Option<String> = None;
+        // Headers first (names, shapes), so shape errors come before any weight is read.
+        let mut files_st = Vec::with_capacity(files.weights.len());
         for path in &files.weights {
-            let map = candle_core::safetensors::load(path, &Device::Cpu)
+            // SAFETY: the file is only read; the mapping lives as long as `files_st`, as in
+            // the InternVL loader.
+            let st = unsafe { MmapedSafetensors::new(path) }
                 .with_context(|| format!("cannot read weights {}", path.display()))?;
-            for (name, tensor) in map {
+            files_st.push(st);
+        }
+        // canonical -> (checkpoint name, file index, shape)
+        let mut found: HashMap<String, (String, usize, Vec<usize>)> = HashMap::new();
+        let mut example_prefix: Option<String> = None;
+        for (fi, st) in files_st.iter().enumerate() {
+            for (name, view) in st.tensors() {
                 let Some(canon) = canonical_name(&name) else {
                     continue;
                 };
@@ -157,17 +170,17 @@ impl LoadedWeights {
                 if let Some((prev, prev_file, _)) = found.get(&canon) {
                     bail!(
                         "tensor `{name}` in {} and `{prev}` in {} are the same weight under two spellings",
-                        path.display(),
-                        prev_file.display()
+                        files.weights[fi].display(),
+                        files.weights[*prev_file].display()
                     );
                 }
-                found.insert(canon, (name, path.clone(), tensor));
+                found.insert(canon, (name, fi, view.shape().to_vec()));
             }
         }
-        let mut tensors = HashMap::new();
-        let mut bytes = 0u64;
-        for (canon, shape) in expected_shapes(config) {
-            let Some((name, file, t)) = found.remove(&canon) else {
+        let expected = expected_shapes(config);
+        let mut plan = Vec::with_capacity(expected.len());
+        for (canon, shape) in expected {
+            let Some((name, fi, got)) = found.remove(&canon) else {
                 bail!(
                     "{}: the checkpoint lacks tensor `{}` (shape {:?}), which the config needs",
                     files.dir.display(),
@@ -175,18 +188,28 @@ impl LoadedWeights {
                     shape
                 );
             };
-            if t.dims() != shape.as_slice() {
+            if got != shape {
                 bail!(
                     "tensor `{name}` in {} has shape {:?} but config.json implies {:?}",
-                    file.display(),
-                    t.dims(),
+                    files.weights[fi].display(),
+                    got,
                     shape
                 );
             }
-            let t = t
-                .to_dtype(dtype)
-                .and_then(|t| t.to_device(device))
-                .map_err(|e| anyhow!("converting tensor `{name}`: {e}"))?;
+            plan.push((canon, name, fi));
+        }
+        let mut tensors = HashMap::new();
+        let mut bytes = 0u64;
+        for (canon, name, fi) in plan {
+            let t = files_st[fi]
+                .load(&name, device)
+                .and_then(|t| t.to_dtype(dtype))
+                .map_err(|e| {
+                    anyhow!(
+                        "loading tensor `{name}` from {}: {e}",
+                        files.weights[fi].display()
+                    )
+                })?;
             bytes += (t.elem_count() * dtype.size_in_bytes()) as u64;
             tensors.insert(canon, t);
         }
