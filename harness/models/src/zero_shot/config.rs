@@ -3,6 +3,8 @@
 //! Only the fields the network needs are read; defaults are transformers' `CLIPConfig` /
 //! `SiglipConfig` defaults, so a config that leaves a field out means what it means to
 //! transformers. Settings candle's modules cannot honour are refused here with the field named.
+// `%` checks instead of `is_multiple_of`, which is newer than the workspace's rust-version 1.85.
+#![allow(clippy::manual_is_multiple_of)]
 
 use std::path::Path;
 

@@ -20,7 +20,11 @@ use serde_json::Value;
 use super::config::Family;
 use crate::internvl::preprocess::resize_bicubic;
 
+// transformers' OPENAI_CLIP_MEAN / OPENAI_CLIP_STD as written there (rounded to f32 on use, as
+// numpy does when it builds the float32 mean/std arrays).
+#[allow(clippy::excessive_precision)]
 pub const OPENAI_CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
+#[allow(clippy::excessive_precision)]
 pub const OPENAI_CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
 
 /// How the resize step sizes its output.

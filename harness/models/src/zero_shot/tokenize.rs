@@ -68,8 +68,19 @@ impl TextTokenizer {
                 }
                 let bytes = std::fs::read(&file)
                     .with_context(|| format!("cannot read {}", file.display()))?;
-                let pieces = parse_sentencepiece(&bytes)
+                let (pieces, normalizer) = parse_sentencepiece(&bytes)
                     .with_context(|| format!("{}: not a SentencePiece model", file.display()))?;
+                // Which normalisation sentencepiece applies before segmenting. The NFKC family
+                // maps onto tokenizers' NFKC (case folding is moot: the text is lowercased
+                // first); anything else (a custom charsmap) would silently differ, so refuse it.
+                let nfkc = match normalizer.as_str() {
+                    "" | "nmt_nfkc" | "nfkc" | "nmt_nfkc_cf" | "nfkc_cf" => true,
+                    "identity" => false,
+                    other => bail!(
+                        "{}: SentencePiece normalizer {other:?} is not supported (nmt_nfkc, nfkc or identity)",
+                        file.display()
+                    ),
+                };
                 let (eos, pad, unk) = special_tokens(dir)?;
                 let find = |tok: &str| -> Result<u32> {
                     pieces
@@ -91,7 +102,9 @@ impl TextTokenizer {
                 let model = Unigram::from(vocab, unk_id, false)
                     .map_err(|e| anyhow!("{}: {e}", file.display()))?;
                 let mut inner = Tokenizer::new(model);
-                inner.with_normalizer(Some(NFKC));
+                if nfkc {
+                    inner.with_normalizer(Some(NFKC));
+                }
                 inner.with_pre_tokenizer(Some(Metaspace::new('▁', PrependScheme::Always, true)));
                 Ok(Self {
                     inner,
@@ -203,9 +216,10 @@ struct Piece {
 }
 
 /// Reads `ModelProto.pieces` (field 1: `SentencePiece { piece = 1; score = 2; type = 3 }`) and
-/// skips every other field.
-fn parse_sentencepiece(buf: &[u8]) -> Result<Vec<Piece>> {
+/// the normalizer's name (`ModelProto.normalizer_spec` = 3, its `name` = 1); skips the rest.
+fn parse_sentencepiece(buf: &[u8]) -> Result<(Vec<Piece>, String)> {
     let mut pieces = Vec::new();
+    let mut normalizer = String::new();
     let mut r = Reader { buf, pos: 0 };
     while !r.done() {
         let (field, wire) = r.key()?;
@@ -230,6 +244,19 @@ fn parse_sentencepiece(buf: &[u8]) -> Result<Vec<Piece>> {
                 }
             }
             pieces.push(p);
+        } else if field == 3 && wire == 2 {
+            let mut nr = Reader {
+                buf: r.bytes()?,
+                pos: 0,
+            };
+            while !nr.done() {
+                let (f, w) = nr.key()?;
+                if (f, w) == (1, 2) {
+                    normalizer = String::from_utf8_lossy(nr.bytes()?).into_owned();
+                } else {
+                    nr.skip(w)?;
+                }
+            }
         } else {
             r.skip(wire)?;
         }
@@ -237,7 +264,7 @@ fn parse_sentencepiece(buf: &[u8]) -> Result<Vec<Piece>> {
     if pieces.is_empty() {
         bail!("no pieces");
     }
-    Ok(pieces)
+    Ok((pieces, normalizer))
 }
 
 struct Reader<'a> {
