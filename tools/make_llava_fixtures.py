@@ -113,6 +113,8 @@ CASES = {
         "images": ["face_380x380.png", "face_520x500.png"],
         "text": "Are these two faces the same person? Answer yes or no.",
     },
+    # No image at all: the template's plain user turn, no features spliced in.
+    "text_only": {"images": [], "text": "Is the person smiling? Answer yes or no."},
 }
 
 
@@ -214,16 +216,21 @@ def run_case(model, processor, spec: dict) -> dict:
     images = [Image.open(IMAGES_DIR / n) for n in spec["images"]]
     messages = [{"role": "user", "content": [{"type": "image"} for _ in images] + [{"type": "text", "text": spec["text"]}]}]
     prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
-    inputs = processor(images=images, text=prompt, return_tensors="pt")
-    pv = inputs["pixel_values"].to(torch.float32)
+    inputs = processor(images=images or None, text=prompt, return_tensors="pt")
     ids = inputs["input_ids"]
-    feats = model.get_image_features(pixel_values=pv, vision_feature_layer=-2, vision_feature_select_strategy="default")
-    if hasattr(feats, "pooler_output"):
-        feats = feats.pooler_output
-    if isinstance(feats, (list, tuple)):
-        feats = torch.cat(list(feats), 0)
-    feats = feats.reshape(-1, feats.shape[-1])
-    full = model(input_ids=ids, pixel_values=pv).logits[0]
+    if images:
+        pv = inputs["pixel_values"].to(torch.float32)
+        feats = model.get_image_features(pixel_values=pv, vision_feature_layer=-2,
+                                         vision_feature_select_strategy="default")
+        if hasattr(feats, "pooler_output"):
+            feats = feats.pooler_output
+        if isinstance(feats, (list, tuple)):
+            feats = torch.cat(list(feats), 0)
+        feats = feats.reshape(-1, feats.shape[-1])
+    else:
+        pv = torch.zeros(0, 3, IMAGE_SIZE, IMAGE_SIZE)
+        feats = torch.zeros(0, model.config.text_config.hidden_size)
+    full = model(input_ids=ids, pixel_values=pv if images else None).logits[0]
     gen = model.generate(**inputs, max_new_tokens=MAX_NEW_TOKENS, do_sample=False, output_logits=True,
                          return_dict_in_generate=True)
     new = gen.sequences[0, ids.shape[1]:].tolist()
@@ -345,7 +352,7 @@ def main() -> None:
             "greedy_step_margins": r["margins"],
         }
         (out / "cases" / f"{case}.json").write_text(json.dumps(case_json, indent=1, ensure_ascii=False) + "\n")
-        case_lines.append(f"* `{case}`: {', '.join(spec['images'])}; {len(r['ids'])} prompt ids; "
+        case_lines.append(f"* `{case}`: {', '.join(spec['images']) or 'no image'}; {len(r['ids'])} prompt ids; "
                           f"greedy {r['generated']}")
         print(case, len(r["ids"]), r["generated"], "min margin", round(min(r["margins"]), 3))
 

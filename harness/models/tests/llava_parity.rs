@@ -12,7 +12,7 @@ use faceval_models::llava::{Llava, LlavaModel};
 use faceval_models::{Model, Request};
 use serde_json::Value;
 
-const CASES: [&str; 3] = ["square", "wide", "two_images"];
+const CASES: [&str; 4] = ["square", "wide", "two_images", "text_only"];
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llava")
@@ -113,6 +113,9 @@ fn pixel_values_match_the_clip_processor() {
     for name in CASES {
         let c = case(name);
         let imgs: Vec<&image::DynamicImage> = c.images.iter().collect();
+        if imgs.is_empty() {
+            continue;
+        }
         let px = model.processor().preprocess(&imgs, &Device::Cpu).unwrap();
         let d = max_abs(&px, &c.tensors["pixel_values"]);
         println!("{name}: pixel_values max abs diff {d:e}");
@@ -127,21 +130,25 @@ fn features_logits_and_greedy_tokens_match_transformers() {
     for name in CASES {
         let c = case(name);
         let ids = u32s(&c.json["input_ids"]);
-        let px = &c.tensors["pixel_values"];
-
-        let feats = net.image_features(px).unwrap();
-        let df = max_abs(&feats, &c.tensors["image_features"]);
-        assert!(df <= 1e-4, "{name}: image features differ by {df}");
+        let (px, feats, df) = if c.images.is_empty() {
+            (None, None, 0.0)
+        } else {
+            let px = &c.tensors["pixel_values"];
+            let feats = net.image_features(px).unwrap();
+            let df = max_abs(&feats, &c.tensors["image_features"]);
+            assert!(df <= 1e-4, "{name}: image features differ by {df}");
+            (Some(px), Some(feats), df)
+        };
 
         // The prompt's last 8 positions: a prefill, then the KV cache one token at a time.
         let logits = &c.tensors["logits"];
         let t = logits.dim(0).unwrap();
         assert_eq!(t, ids.len());
-        let rows = net.prompt_logits(&ids, Some(px), 8).unwrap();
+        let rows = net.prompt_logits(&ids, px, 8).unwrap();
         let dl = rows_max_abs(&rows, &logits.narrow(0, t - 8, 8).unwrap());
         assert!(dl <= 1e-4, "{name}: prompt logits differ by {dl}");
 
-        let embeds = net.input_embeds(&ids, Some(&feats)).unwrap();
+        let embeds = net.input_embeds(&ids, feats.as_ref()).unwrap();
         let want = u32s(&c.json["generated_ids"]);
         let max_new = c.json["max_new_tokens"].as_u64().unwrap() as usize;
         let out = net
@@ -202,7 +209,7 @@ fn model_generate_gives_the_fixture_tokens() {
         );
         assert_eq!(g.top_logprobs.len(), g.token_ids.len());
         assert_eq!(g.top_logprobs[0][0].0, g.token_ids[0]);
-        assert!(g.timings.vision_ms > 0.0 && g.timings.prefill_ms > 0.0);
+        assert!(g.timings.prefill_ms > 0.0);
         // Batched generation equals one-by-one.
         let b = model.generate_batch(std::slice::from_ref(&req));
         assert_eq!(b[0].as_ref().unwrap().token_ids, g.token_ids);
