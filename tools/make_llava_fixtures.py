@@ -276,6 +276,11 @@ installed: {torchvision}). The Rust resampler reproduces Pillow's bicubic exactl
 
 {cases}
 
+`legacy-tokenizer.json`: the same vocabulary with the hub's older Llama pipeline (normalizer
+Prepend "▁" + Replace " " -> "▁", no pre-tokenizer), as llava-hf's tokenizer.json files have it.
+transformers 5.17's AutoTokenizer uses such a file as is; `legacy-tokenizer-ids.json` holds the
+ids it gives for each case's expanded prompt (they differ from `input_ids` after `<image>`).
+
 `cases/<case>.json`: `images` (relative to this folder), `image_sizes_hw`, `image_modes`,
 `messages`, `rendered_prompt` (chat template output), `expanded_prompt` (each `<image>` repeated
 `num_image_tokens_per_image` times, as LlavaProcessor does), `input_ids` (BOS included),
@@ -355,6 +360,29 @@ def main() -> None:
         case_lines.append(f"* `{case}`: {', '.join(spec['images']) or 'no image'}; {len(r['ids'])} prompt ids; "
                           f"greedy {r['generated']}")
         print(case, len(r["ids"]), r["generated"], "min margin", round(min(r["margins"]), 3))
+
+    # The hub's Llama tokenizer.json files carry the older pipeline (normalizer Prepend "▁" +
+    # Replace " " -> "▁", no pre-tokenizer). transformers 5.17's AutoTokenizer loads such a file
+    # as is (a TokenizersBackend), so its ids differ from the Metaspace pipeline's after an
+    # added token; record what it gives, so the Rust side is checked on that pipeline too.
+    tj = json.loads((ckpt / "tokenizer.json").read_text())
+    tj["normalizer"] = {"type": "Sequence", "normalizers": [
+        {"type": "Prepend", "prepend": "▁"}, {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]}
+    tj["pre_tokenizer"] = None
+    legacy_json = json.dumps(tj, ensure_ascii=False, indent=2) + "\n"
+    (out / "legacy-tokenizer.json").write_text(legacy_json)
+    legacy_dir = work / "legacy"
+    shutil.copytree(ckpt, legacy_dir)
+    (legacy_dir / "tokenizer.json").write_text(legacy_json)
+    legacy_proc = AutoProcessor.from_pretrained(legacy_dir)
+    legacy_class = type(legacy_proc.tokenizer).__name__
+    legacy_ids = {}
+    for case in CASES:
+        cj = json.loads((out / "cases" / f"{case}.json").read_text())
+        legacy_ids[case] = legacy_proc.tokenizer(cj["expanded_prompt"])["input_ids"]
+    assert any(legacy_ids[c] != json.loads((out / "cases" / f"{c}.json").read_text())["input_ids"] for c in CASES)
+    (out / "legacy-tokenizer-ids.json").write_text(json.dumps(
+        {"tokenizer_class": legacy_class, "input_ids": legacy_ids}, indent=1) + "\n")
 
     (out / "README.md").write_text(README.format(
         transformers=transformers.__version__, torch=torch.__version__, prefixes=", ".join(f"`{p}`" for p in prefixes),

@@ -325,3 +325,31 @@ fn a_missing_tensor_or_file_is_named() {
         assert!(err.contains(file), "{file}: {err}");
     }
 }
+
+#[test]
+fn hub_style_tokenizer_pipeline_gives_transformers_ids() {
+    // llava-hf's tokenizer.json files use the older Llama pipeline (Prepend + Replace
+    // normalizer); transformers 5.17 reads them as is, and so does faceval.
+    let tmp = tempfile::tempdir().unwrap();
+    copy_checkpoint(tmp.path());
+    std::fs::copy(
+        fixtures().join("legacy-tokenizer.json"),
+        tmp.path().join("tokenizer.json"),
+    )
+    .unwrap();
+    let want: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("legacy-tokenizer-ids.json")).unwrap(),
+    )
+    .unwrap();
+    let model =
+        LlavaModel::load_dir(tmp.path(), "legacy".into(), &Device::Cpu, DType::F32).unwrap();
+    let mut differs = false;
+    for name in CASES {
+        let c = case(name);
+        let text = c.json["user_text"].as_str().unwrap();
+        let (_, _, ids) = model.text().build(c.images.len(), text).unwrap();
+        assert_eq!(ids, u32s(&want["input_ids"][name]), "{name}");
+        differs |= ids != u32s(&c.json["input_ids"]);
+    }
+    assert!(differs, "the two pipelines should differ somewhere");
+}
