@@ -353,3 +353,28 @@ fn hub_style_tokenizer_pipeline_gives_transformers_ids() {
     }
     assert!(differs, "the two pipelines should differ somewhere");
 }
+
+#[test]
+fn bf16_loads_and_generates() {
+    // Not a parity bar (bf16 rounding moves logits by ~1e-2); the path must run end to end.
+    let mut model = LlavaModel::load_dir(&checkpoint(), "tiny".into(), &Device::Cpu, DType::BF16)
+        .expect("load tiny llava in bf16");
+    assert_eq!(model.info().dtype, "bf16");
+    let c = case("square");
+    let req = Request {
+        images: c.images.iter().cloned().map(Arc::new).collect(),
+        prompt: c.json["user_text"].as_str().unwrap().to_string(),
+        max_new_tokens: 8,
+        stop: vec![],
+        choices: vec![],
+        choice_texts: vec![],
+        seed: 0,
+    };
+    let g = model.generate(&req).unwrap();
+    assert!(!g.token_ids.is_empty() && g.token_ids.len() <= 8);
+    assert!(g
+        .top_logprobs
+        .iter()
+        .flatten()
+        .all(|(_, lp)| lp.is_finite() && *lp <= 0.0));
+}

@@ -47,6 +47,7 @@ pub struct Llava {
     empty_cache: Cache,
     device: Device,
     dtype: DType,
+    vision_dtype: DType,
     weight_bytes: u64,
     eos_token_ids: Vec<u32>,
 }
@@ -71,8 +72,18 @@ impl Llava {
         let vb = w.var_builder(dtype, device);
         // Every tensor was checked above, so candle's loaders (which panic on a missing
         // tensor in Llama::load) only see complete, well-shaped weights.
-        let vision = ClipVisionTransformer::new(vb.pp("vision"), &config.vision.to_candle())
-            .context("building the CLIP vision tower")?;
+        // candle's CPU conv2d (the patch embedding) has no bf16 kernel, so on the CPU a bf16
+        // model runs its vision tower in f32 (the bf16 weights upcast exactly).
+        let vision_dtype = if device.is_cpu() && dtype == DType::BF16 {
+            DType::F32
+        } else {
+            dtype
+        };
+        let vision = ClipVisionTransformer::new(
+            w.var_builder(vision_dtype, device).pp("vision"),
+            &config.vision.to_candle(),
+        )
+        .context("building the CLIP vision tower")?;
         let (h, d) = (config.text.hidden_size, config.vision.hidden_size);
         let lin = |name: &str, i: usize| -> Result<Linear> {
             let p = vb.pp("projector").pp(name);
@@ -106,6 +117,7 @@ impl Llava {
             empty_cache,
             device: device.clone(),
             dtype,
+            vision_dtype,
             eos_token_ids,
         })
     }
@@ -136,7 +148,9 @@ impl Llava {
     /// Image features `[images * tokens_per_image, hidden]` (projector output) of pixel
     /// values `[images, 3, H, W]`.
     pub fn image_features(&self, pixel_values: &Tensor) -> Result<Tensor> {
-        let px = pixel_values.to_device(&self.device)?.to_dtype(self.dtype)?;
+        let px = pixel_values
+            .to_device(&self.device)?
+            .to_dtype(self.vision_dtype)?;
         let states = self.vision.output_hidden_states(&px)?;
         let sel = states
             .get(self.config.candle_hidden_index())
@@ -145,7 +159,7 @@ impl Llava {
             SelectStrategy::Default => sel.i((.., 1..))?,
             SelectStrategy::Full => sel.clone(),
         };
-        let x = self.linear_1.forward(&sel)?;
+        let x = self.linear_1.forward(&sel.to_dtype(self.dtype)?)?;
         let x = match self.config.projector_act {
             ProjectorAct::GeluErf => x.gelu_erf()?,
             ProjectorAct::GeluTanh => x.gelu()?,
