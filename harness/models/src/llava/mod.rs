@@ -316,12 +316,20 @@ impl Llava {
             let Some(&c0) = cont.first() else {
                 bail!("answer continuation {ci} is empty (it tokenised to no tokens)");
             };
-            let mut total = first[c0 as usize] as f64 - first_lse;
+            let logit = |row: &[f32], id: u32| -> Result<f64> {
+                row.get(id as usize).map(|&x| x as f64).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "answer token {id} is outside the model's vocabulary of {} tokens",
+                        row.len()
+                    )
+                })
+            };
+            let mut total = logit(&first, c0)? - first_lse;
             let mut branch = cache.clone();
             for (k, pair) in cont.windows(2).enumerate() {
                 let emb = self.embed_ids(&pair[..1])?;
                 let row = self.step(&emb, t + k, &mut branch)?;
-                total += row[pair[1] as usize] as f64 - log_sum_exp(&row);
+                total += logit(&row, pair[1])? - log_sum_exp(&row);
             }
             scores.push(total);
         }

@@ -50,6 +50,16 @@ impl LlavaModel {
                 net.config().image_token_id
             );
         }
+        // The model may pad its vocabulary (llava-1.5-7b-hf: 32064 rows for 32002 tokens), but
+        // every token the tokenizer can produce needs a row.
+        let tok_vocab = text.tokenizer().get_vocab_size(true);
+        if tok_vocab > net.config().text.vocab_size {
+            bail!(
+                "{}: tokenizer.json has {tok_vocab} tokens but config.json's text vocab_size is {}",
+                dir.display(),
+                net.config().text.vocab_size
+            );
+        }
         let mut stop_token_ids = net.eos_token_ids().to_vec();
         let eos = text.tokenizer().token_to_id("</s>");
         if let Some(id) = eos {
