@@ -378,3 +378,43 @@ fn bf16_loads_and_generates() {
         .flatten()
         .all(|(_, lp)| lp.is_finite() && *lp <= 0.0));
 }
+
+#[test]
+fn sharded_checkpoint_loads_to_the_same_logits() {
+    // Two shards + model.safetensors.index.json, as the 7B/13B repos ship.
+    let tmp = tempfile::tempdir().unwrap();
+    copy_checkpoint(tmp.path());
+    let single = tmp.path().join("model.safetensors");
+    let all = candle_core::safetensors::load(&single, &Device::Cpu).unwrap();
+    std::fs::remove_file(&single).unwrap();
+    let mut shards: [HashMap<String, Tensor>; 2] = [HashMap::new(), HashMap::new()];
+    let mut weight_map = serde_json::Map::new();
+    for (name, t) in all {
+        let k = usize::from(name.starts_with("language_model."));
+        let file = format!("model-0000{}-of-00002.safetensors", k + 1);
+        weight_map.insert(name.clone(), Value::String(file));
+        shards[k].insert(name, t);
+    }
+    for (k, shard) in shards.iter().enumerate() {
+        let file = tmp
+            .path()
+            .join(format!("model-0000{}-of-00002.safetensors", k + 1));
+        candle_core::safetensors::save(shard, &file).unwrap();
+    }
+    let index = serde_json::json!({"metadata": {}, "weight_map": weight_map});
+    std::fs::write(
+        tmp.path().join("model.safetensors.index.json"),
+        index.to_string(),
+    )
+    .unwrap();
+    let a = Llava::load(&checkpoint(), &Device::Cpu, DType::F32).unwrap();
+    let b = Llava::load(tmp.path(), &Device::Cpu, DType::F32).unwrap();
+    let c = case("wide");
+    let ids = u32s(&c.json["input_ids"]);
+    let px = &c.tensors["pixel_values"];
+    assert_eq!(
+        a.prompt_logits(&ids, Some(px), 2).unwrap(),
+        b.prompt_logits(&ids, Some(px), 2).unwrap()
+    );
+    assert_eq!(a.weight_bytes(), b.weight_bytes());
+}
