@@ -418,3 +418,41 @@ fn sharded_checkpoint_loads_to_the_same_logits() {
     );
     assert_eq!(a.weight_bytes(), b.weight_bytes());
 }
+
+#[test]
+fn transformers5_processor_files_give_the_same_inputs() {
+    // transformers 5's processor.save_pretrained writes the image processor nested in
+    // processor_config.json and the template as chat_template.jinja (no
+    // preprocessor_config.json, no chat_template.json).
+    let tmp = tempfile::tempdir().unwrap();
+    copy_checkpoint(tmp.path());
+    let read = |f: &str| -> Value {
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join(f)).unwrap()).unwrap()
+    };
+    let mut proc_cfg = read("processor_config.json");
+    proc_cfg["image_processor"] = read("preprocessor_config.json");
+    let template = read("chat_template.json")["chat_template"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::fs::remove_file(tmp.path().join("preprocessor_config.json")).unwrap();
+    std::fs::remove_file(tmp.path().join("chat_template.json")).unwrap();
+    std::fs::write(
+        tmp.path().join("processor_config.json"),
+        proc_cfg.to_string(),
+    )
+    .unwrap();
+    std::fs::write(tmp.path().join("chat_template.jinja"), template).unwrap();
+    let model = LlavaModel::load_dir(tmp.path(), "v5".into(), &Device::Cpu, DType::F32).unwrap();
+    for name in ["wide", "two_images"] {
+        let c = case(name);
+        let (_, _, ids) = model
+            .text()
+            .build(c.images.len(), c.json["user_text"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(ids, u32s(&c.json["input_ids"]), "{name}");
+        let imgs: Vec<&image::DynamicImage> = c.images.iter().collect();
+        let px = model.processor().preprocess(&imgs, &Device::Cpu).unwrap();
+        assert_eq!(max_abs(&px, &c.tensors["pixel_values"]), 0.0, "{name}");
+    }
+}
