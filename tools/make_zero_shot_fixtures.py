@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import io
 import json
 import math
 import shutil
@@ -44,7 +45,7 @@ import numpy as np
 import torch
 from PIL import Image
 from safetensors.torch import save_file
-from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers
 from tokenizers.models import BPE
 
 import transformers
@@ -63,7 +64,7 @@ from transformers import (
     SiglipTokenizer,
 )
 
-SEED = int(__import__("os").environ.get("ZS_SEED", "4"))
+SEED = int(__import__("os").environ.get("ZS_SEED", "13"))
 TEMPLATE = "a photo of a {label} face"
 LABELS = ["happy", "sad", "surprised", "angry", "neutral"]
 # Extra tokenizer inputs (case, punctuation, whitespace runs, unknown characters); ids recorded
@@ -92,47 +93,81 @@ CLIP_SPLIT = r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L
 # --------------------------------------------------------------------------------------------
 
 
+def train_bpe(words: dict[str, int], num_merges: int) -> list[tuple[str, str]]:
+    """Deterministic BPE training (most frequent pair, ties broken by the pair's text).
+
+    Written here instead of tokenizers' BpeTrainer, whose choice among equally frequent pairs
+    varies from run to run, so reruns reproduce the committed fixtures exactly.
+    """
+    seqs = {w: list(w[:-1]) + [w[-1] + "</w>"] for w in words}
+    merges = []
+    for _ in range(num_merges):
+        counts: dict[tuple[str, str], int] = {}
+        for w, syms in seqs.items():
+            for a, b in zip(syms, syms[1:]):
+                counts[(a, b)] = counts.get((a, b), 0) + words[w]
+        if not counts:
+            break
+        best = min(counts, key=lambda p: (-counts[p], p))
+        if counts[best] < 2:
+            break
+        merges.append(best)
+        for w, syms in seqs.items():
+            out, i = [], 0
+            while i < len(syms):
+                if i + 1 < len(syms) and (syms[i], syms[i + 1]) == best:
+                    out.append(syms[i] + syms[i + 1])
+                    i += 2
+                else:
+                    out.append(syms[i])
+                    i += 1
+            seqs[w] = out
+    return merges
+
+
 def build_clip_tokenizer() -> CLIPTokenizer:
-    """A tiny byte-level BPE with CLIP's pipeline; specials take the last two ids, as in CLIP."""
-    tok = Tokenizer(BPE(unk_token=None, continuing_subword_prefix="", end_of_word_suffix="</w>", fuse_unk=False))
-    tok.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()])
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
+    """A tiny byte-level BPE laid out like CLIP's vocabulary: the 256 byte symbols, the same
+    with ``</w>``, the merges, then ``<|startoftext|>`` and ``<|endoftext|>`` last."""
+    # CLIP's normalizer and pre-tokenizer, only to split the training text into words.
+    pre = Tokenizer(BPE())
+    pre.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()])
+    pre.pre_tokenizer = pre_tokenizers.Sequence(
         [
             pre_tokenizers.Split(Regex(CLIP_SPLIT), behavior="removed", invert=True),
             pre_tokenizers.ByteLevel(add_prefix_space=False),
         ]
     )
-    trainer = trainers.BpeTrainer(
-        vocab_size=300,
-        min_frequency=2,
-        show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        end_of_word_suffix="</w>",
-        special_tokens=[],
-    )
-    tok.train_from_iterator([TRAINING_TEXT] * 4, trainer=trainer)
-    vocab = tok.get_vocab()
+    words: dict[str, int] = {}
+    for line in TRAINING_TEXT.strip().splitlines():
+        norm = pre.normalizer.normalize_str(line)
+        for w, _ in pre.pre_tokenizer.pre_tokenize_str(norm):
+            words[w] = words.get(w, 0) + 1
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab: dict[str, int] = {}
+    for sym in alphabet + [a + "</w>" for a in alphabet]:
+        vocab[sym] = len(vocab)
+    merges = train_bpe(words, 120)
+    for a, b in merges:
+        vocab.setdefault(a + b, len(vocab))
     n = len(vocab)
     vocab["<|startoftext|>"] = n
     vocab["<|endoftext|>"] = n + 1
-    merges = json.loads(tok.to_str())["model"]["merges"]
-    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in merges]
     t = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
     assert t.bos_token_id == n and t.eos_token_id == n + 1, (t.bos_token_id, t.eos_token_id)
     return t
 
 
 def build_siglip_tokenizer(workdir: Path) -> SiglipTokenizer:
-    """A tiny SentencePiece unigram model laid out like SigLIP's (pad 0? no: </s>=1 is pad and eos)."""
+    """A tiny SentencePiece unigram model with SigLIP's special ids (<pad> 0, </s> 1 = eos and pad, <unk> 2)."""
     import sentencepiece as spm
 
-    corpus = workdir / "corpus.txt"
     lines = [l.strip() for l in TRAINING_TEXT.strip().splitlines()] * 8
-    corpus.write_text("\n".join(lines) + "\n")
-    prefix = workdir / "spiece"
+    # Trained from an iterator into memory, so the model file records no temporary paths and
+    # reruns write identical bytes.
+    model = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        input=str(corpus),
-        model_prefix=str(prefix),
+        sentence_iterator=iter(lines),
+        model_writer=model,
         vocab_size=120,
         hard_vocab_limit=False,
         model_type="unigram",
@@ -147,7 +182,9 @@ def build_siglip_tokenizer(workdir: Path) -> SiglipTokenizer:
         num_threads=1,
         minloglevel=2,
     )
-    return SiglipTokenizer(vocab_file=str(prefix) + ".model", model_max_length=64)
+    path = workdir / "spiece.model"
+    path.write_bytes(model.getvalue())
+    return SiglipTokenizer(vocab_file=str(path), model_max_length=64)
 
 
 # --------------------------------------------------------------------------------------------

@@ -45,7 +45,7 @@ groups = ["gender"]
     )
 }
 
-/// The three fixture images with targets `happy`, `sad`, `neutral`; an open label task
+/// The three fixture images with targets `neutral`, `sad`, `happy`; an open label task
 /// (generated) and a lettered multiple-choice task (likelihood).
 fn setup(dir: &Path) -> Vec<PathBuf> {
     let data = dir.join("data");
@@ -60,7 +60,7 @@ fn setup(dir: &Path) -> Vec<PathBuf> {
     std::fs::write(
         data.join("set.csv"),
         format!(
-            "id,image,expression,gender\na,img/{},happy,Male\nb,img/{},sad,Female\nc,img/{},neutral,Male\n",
+            "id,image,expression,gender\na,img/{},neutral,Male\nb,img/{},sad,Female\nc,img/{},happy,Male\n",
             IMAGES[0], IMAGES[1], IMAGES[2]
         ),
     )
@@ -152,7 +152,7 @@ fn clip_run_answers_the_transformers_argmax() {
     let expected: Vec<&str> = (0..3)
         .map(|i| LABELS[fx["argmax_per_image"][i].as_u64().unwrap() as usize])
         .collect();
-    let targets = ["happy", "sad", "neutral"];
+    let targets = ["neutral", "sad", "happy"];
     let preds = predictions(&out);
     assert_eq!(preds.len(), 6);
     for p in &preds {

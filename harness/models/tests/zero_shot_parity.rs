@@ -146,6 +146,18 @@ fn check_parity(kind: &str) {
             Some(c.meta["argmax_per_image"][i].as_u64().unwrap() as usize)
         );
     }
+    // The fixtures are seeded so that images disagree on the top option: the ranking check
+    // then tells images apart instead of passing on a constant answer.
+    let tops: std::collections::BTreeSet<u64> = c.meta["argmax_per_image"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap())
+        .collect();
+    assert!(
+        tops.len() > 1,
+        "{kind}: every image has the same top option"
+    );
     eprintln!(
         "{kind}: max |diff| pixel_values {px_diff:e}, image_embeds {img_diff:e}, text_embeds {text_diff:e}, logits_per_image {logit_diff:e}"
     );
