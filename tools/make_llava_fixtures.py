@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -55,6 +56,7 @@ from transformers import (
 SEED = 20251202
 MAX_NEW_TOKENS = 8
 IMAGE_SIZE = 84
+HIDDEN = 64  # vision and text hidden size (MLPs are twice as wide)
 PATCH_SIZE = 14
 IMAGES_DIR = Path("harness/models/tests/fixtures/internvl/images")
 
@@ -171,12 +173,12 @@ def init_weights(model: torch.nn.Module, seed: int) -> None:
 
 def llava_config(tokenizer) -> LlavaConfig:
     vision = CLIPVisionConfig(
-        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        hidden_size=HIDDEN, intermediate_size=2 * HIDDEN, num_hidden_layers=2, num_attention_heads=4,
         image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, projection_dim=32, hidden_act="quick_gelu",
         layer_norm_eps=1e-5,
     )
     text = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        vocab_size=len(tokenizer), hidden_size=HIDDEN, intermediate_size=2 * HIDDEN, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, hidden_act="silu", max_position_embeddings=4096,
         rms_norm_eps=1e-5, rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
         tie_word_embeddings=False, bos_token_id=1, eos_token_id=2,
@@ -297,7 +299,16 @@ equals the last row of `logits`).
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="harness/models/tests/fixtures/llava")
+    ap.add_argument("--geometry", choices=["tiny", "llava-1.5"], default="tiny",
+                    help="llava-1.5: the real 336 px / patch 14 geometry (576 image tokens) with "
+                         "hidden size 128; too large to commit, for a one-off check "
+                         "(FACEVAL_LLAVA_FIXTURES=DIR cargo test -p faceval-models --test llava_parity)")
     args = ap.parse_args()
+    if args.geometry == "llava-1.5":
+        global IMAGE_SIZE, HIDDEN
+        IMAGE_SIZE, HIDDEN = 336, 128
+        PREPROCESSOR_CONFIG["crop_size"] = {"height": IMAGE_SIZE, "width": IMAGE_SIZE}
+        PREPROCESSOR_CONFIG["size"] = {"shortest_edge": IMAGE_SIZE}
     out = Path(args.out)
     torch.manual_seed(SEED)
     if out.exists():
@@ -340,7 +351,7 @@ def main() -> None:
         )
         case_json = {
             "case": case,
-            "images": [f"../internvl/images/{n}" for n in spec["images"]],
+            "images": [os.path.relpath(IMAGES_DIR.resolve() / n, out.resolve()) for n in spec["images"]],
             "image_sizes_hw": [[im.height, im.width] for im in r["images"]],
             "image_modes": [im.mode for im in r["images"]],
             "messages": r["messages"],
