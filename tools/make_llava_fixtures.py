@@ -279,7 +279,7 @@ installed: {torchvision}). The Rust resampler reproduces Pillow's bicubic exactl
 {cases}
 
 `legacy-tokenizer.json`: the same vocabulary with the hub's older Llama pipeline (normalizer
-Prepend "▁" + Replace " " -> "▁", no pre-tokenizer), as llava-hf's tokenizer.json files have it.
+Prepend "▁" + Replace " " -> "▁", no pre-tokenizer), as transformers 4.x wrote Llama tokenizer.json files.
 transformers 5.17's AutoTokenizer uses such a file as is; `legacy-tokenizer-ids.json` holds the
 ids it gives for each case's expanded prompt (they differ from `input_ids` after `<image>`).
 
