@@ -372,7 +372,7 @@ def main() -> None:
                           f"greedy {r['generated']}")
         print(case, len(r["ids"]), r["generated"], "min margin", round(min(r["margins"]), 3))
 
-    # The hub's Llama tokenizer.json files carry the older pipeline (normalizer Prepend "▁" +
+    # Llama tokenizer.json files written by transformers 4.x carry the older pipeline (normalizer Prepend "▁" +
     # Replace " " -> "▁", no pre-tokenizer). transformers 5.17's AutoTokenizer loads such a file
     # as is (a TokenizersBackend), so its ids differ from the Metaspace pipeline's after an
     # added token; record what it gives, so the Rust side is checked on that pipeline too.

@@ -336,7 +336,7 @@ fn a_missing_tensor_or_file_is_named() {
 
 #[test]
 fn hub_style_tokenizer_pipeline_gives_transformers_ids() {
-    // llava-hf's tokenizer.json files use the older Llama pipeline (Prepend + Replace
+    // Llama tokenizer.json files written by transformers 4.x use the older pipeline (Prepend + Replace
     // normalizer); transformers 5.17 reads them as is, and so does faceval.
     let tmp = tempfile::tempdir().unwrap();
     copy_checkpoint(tmp.path());
