@@ -251,3 +251,30 @@ fn bad_zero_shot_manifests_are_input_errors() {
     assert_eq!(res.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&res.stderr).contains("source is required for kind = \"clip\""));
 }
+
+#[test]
+fn a_bare_checkpoint_folder_loads_by_its_model_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let tasks = setup(dir.path());
+    let folder = fixtures().join("zero_shot/siglip-tiny");
+    let out = dir.path().join("run");
+    let res = run(dir.path(), &folder, &tasks[..1], &out);
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let man = read_json(&out.join("manifest.json"));
+    assert_eq!(man["model"]["kind"], "siglip");
+    assert_eq!(
+        man["notes"]["zero_shot.template"],
+        "a photo of a {label} face"
+    );
+    let fx = read_json(&fixtures().join("zero_shot/siglip.json"));
+    for p in predictions(&out) {
+        let id = p["id"].as_str().unwrap().trim_start_matches("manifest:");
+        let i = ["a", "b", "c"].iter().position(|x| *x == id).unwrap();
+        let top = fx["argmax_per_image"][i].as_u64().unwrap() as usize;
+        assert_eq!(p["raw_output"], LABELS[top], "{p}");
+    }
+}

@@ -172,8 +172,24 @@ pub fn load(path: &Path) -> anyhow::Result<LoadedManifest> {
     })
 }
 
+/// The kind a bare checkpoint loads as: CLIP / SigLIP when its config.json says so (local
+/// folders and hf:// ids already in the cache), else InternVL.
+fn kind_of_checkpoint(spec: &str) -> ModelKind {
+    let model_type = faceval_models::hub::resolve_model_path(spec)
+        .ok()
+        .and_then(|dir| std::fs::read_to_string(dir.join("config.json")).ok())
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .and_then(|v| v.get("model_type")?.as_str().map(str::to_string));
+    match model_type.as_deref() {
+        Some("clip") => ModelKind::Clip,
+        Some("siglip") => ModelKind::Siglip,
+        _ => ModelKind::Internvl,
+    }
+}
+
 /// Resolve `--model`: a manifest path, a name in `baselines_dir`, a built-in (`random`,
-/// `majority`), or a checkpoint folder / `hf://` id (loaded as InternVL).
+/// `majority`), or a checkpoint folder / `hf://` id (CLIP / SigLIP when its config.json says
+/// so, else InternVL).
 pub fn resolve(spec: &str, baselines_dir: &Path) -> anyhow::Result<LoadedManifest> {
     let as_path = Path::new(spec);
     if as_path.extension().is_some_and(|e| e == "toml") {
@@ -196,7 +212,7 @@ pub fn resolve(spec: &str, baselines_dir: &Path) -> anyhow::Result<LoadedManifes
             .next()
             .unwrap_or(spec)
             .to_string();
-        let mut m = LoadedManifest::builtin(&name, ModelKind::Internvl);
+        let mut m = LoadedManifest::builtin(&name, kind_of_checkpoint(spec));
         m.manifest.source = spec.to_string();
         m.fingerprint = sha256_hex(spec.as_bytes());
         return Ok(m);
