@@ -204,3 +204,34 @@ fn llava_manifest_without_source_is_an_input_error() {
         "{err}"
     );
 }
+
+#[test]
+fn a_bare_llava_folder_loads_as_llava() {
+    // `--model <folder>` reads config.json's model_type ("llava").
+    let dir = tempfile::tempdir().unwrap();
+    let task = common::write_dataset(dir.path(), 2);
+    let out = dir.path().join("run");
+    let res = faceval()
+        .arg("run")
+        .arg("--model")
+        .arg(fixtures().join("llava/tiny-llava"))
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .arg("--out")
+        .arg(&out)
+        .args(["--limit", "1", "--task"])
+        .arg(&task)
+        .output()
+        .unwrap();
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["model"]["kind"], "llava");
+    let preds = predictions(&out);
+    assert_eq!(preds.len(), 1);
+    assert!(preds[0]["error"].is_null(), "{}", preds[0]);
+}

@@ -183,6 +183,7 @@ fn kind_of_checkpoint(spec: &str) -> ModelKind {
     match model_type.as_deref() {
         Some("clip") => ModelKind::Clip,
         Some("siglip") => ModelKind::Siglip,
+        Some("llava") => ModelKind::Llava,
         _ => ModelKind::Internvl,
     }
 }
