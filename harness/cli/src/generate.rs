@@ -1,6 +1,7 @@
-//! `faceval generate`: ask an InternVL checkpoint one question about some images and print the
-//! answer — the same request path a run takes (chat template, tiling, greedy decoding), without
-//! a task or a run folder. `--json` prints the tokens, the five best log-probabilities of every
+//! `faceval generate`: ask a model (an InternVL or LLaVA checkpoint, a CLIP/SigLIP zero-shot
+//! classifier, a served model) one question about some images and print the answer — the same
+//! request path a run takes (chat template, tiling, greedy decoding), without a task or a run
+//! folder. `--json` prints the tokens, the five best log-probabilities of every
 //! step and the stage timings, for debugging and for timing against other implementations.
 
 use std::path::{Path, PathBuf};
@@ -16,7 +17,7 @@ use serde_json::json;
 
 #[derive(Args)]
 pub struct GenerateArgs {
-    /// A checkpoint folder, hf://Org/Name[@rev], or an InternVL model manifest (file or name).
+    /// A checkpoint folder, hf://Org/Name[@rev], or a model manifest (file or name).
     #[arg(long)]
     pub model: String,
     /// Images, in prompt order (zero or more).
@@ -30,6 +31,10 @@ pub struct GenerateArgs {
     /// Stop at the first of these strings (repeatable).
     #[arg(long)]
     pub stop: Vec<String>,
+    /// An answer option (repeatable), e.g. `--choice happy --choice sad`: zero-shot classifiers
+    /// and the random baseline choose among them; generative models ignore them.
+    #[arg(long = "choice")]
+    pub choices: Vec<String>,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -55,31 +60,40 @@ fn read_image(path: &Path) -> anyhow::Result<image::DynamicImage> {
 pub fn generate(args: GenerateArgs, baselines_dir: &Path) -> anyhow::Result<ExitCode> {
     let loaded = model_manifest::resolve(&args.model, baselines_dir)?;
     let m = &loaded.manifest;
-    if m.kind != ModelKind::Internvl {
-        return Err(input_error(format!(
-            "faceval generate runs checkpoints (kind = \"internvl\"); {} is kind {:?}",
-            m.name, m.kind
-        )));
+    if m.kind == ModelKind::Majority {
+        return Err(input_error(
+            "faceval generate cannot ask the majority baseline: it needs a task's reference split",
+        ));
     }
     let images = args
         .images
         .iter()
         .map(|p| read_image(p).map(Arc::new))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let mut model = crate::commands::load_internvl(
-        &m.name,
-        &m.source,
-        &args.device,
-        args.dtype.as_deref().unwrap_or(&m.dtype),
-    )?;
-    let load_ms = model.network().load_ms();
+    let started = Instant::now();
+    let mut model: Box<dyn Model> = if m.kind == ModelKind::Internvl {
+        Box::new(crate::commands::load_internvl(
+            &m.name,
+            &m.source,
+            &args.device,
+            args.dtype.as_deref().unwrap_or(&m.dtype),
+        )?)
+    } else {
+        match crate::commands::instantiate_on(&loaded, &args.device, args.dtype.as_deref())?.0 {
+            faceval_eval::runner::ModelHandle::Loaded(model) => model,
+            faceval_eval::runner::ModelHandle::Majority => {
+                return Err(input_error("the majority baseline needs a task"))
+            }
+        }
+    };
+    let load_ms = started.elapsed().as_secs_f64() * 1e3;
     let request = Request {
         images,
         prompt: args.prompt.clone(),
         max_new_tokens: args.max_new_tokens,
         stop: args.stop.clone(),
-        choices: vec![],
-        choice_texts: vec![],
+        choices: args.choices.clone(),
+        choice_texts: args.choices.clone(),
         seed: 0,
     };
     let mut repeats = Vec::with_capacity(args.repeat as usize);

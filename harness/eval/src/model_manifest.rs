@@ -228,6 +228,8 @@ pub fn resolve(spec: &str, baselines_dir: &Path) -> anyhow::Result<LoadedManifes
                         .then(|| p.file_stem().map(|s| s.to_string_lossy().into_owned()))?
                 })
                 .collect();
+            // The built-ins lead the list; baselines/ may also hold manifests of them.
+            v.retain(|n| n != "random" && n != "majority");
             v.sort();
             v
         })
