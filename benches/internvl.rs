@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use faceval_models::internvl::tiny::{write_checkpoint, TinySpec};
-use faceval_models::internvl::{parse_device, parse_dtype, InternVlModel};
+use faceval_models::internvl::{parse_device, parse_dtype, vision, InternVlModel};
 
 /// The prompt of `tools/cpu_side_by_side.py`.
 const PROMPT: &str = "Describe the face in this image.";
@@ -66,6 +66,13 @@ fn internvl(c: &mut Criterion) {
     g.bench_function("vision_forward_1_tile", |b| {
         b.iter(|| net.image_features(&px).unwrap())
     });
+    // The same forward through candle's composed ops (the path other devices take), for an
+    // A/B against the fused CPU kernels in one process on the same machine state.
+    vision::set_fused_cpu_kernels(false);
+    g.bench_function("vision_forward_1_tile_composed_ops", |b| {
+        b.iter(|| net.image_features(&px).unwrap())
+    });
+    vision::set_fused_cpu_kernels(true);
     g.bench_function("prefill", |b| {
         b.iter(|| {
             let mut cache = net.new_cache();
@@ -89,10 +96,87 @@ fn internvl(c: &mut Criterion) {
     g.finish();
 }
 
+/// Batching on the same checkpoint: four questions about one face (features cached, so only
+/// the decoder runs) answered one at a time and as one `generate_batch`, and seven answer
+/// choices scored one forward pass each and in one packed pass. Both pairs give the same
+/// outputs (`harness/models/tests/internvl_batch.rs`); the bench measures the time.
+fn internvl_batching(c: &mut Criterion) {
+    use faceval_models::internvl::generate;
+    use faceval_models::{Model, Request};
+    use std::sync::Arc;
+
+    let dir = checkpoint();
+    let mut model = InternVlModel::load(
+        &dir.display().to_string(),
+        &parse_device("cpu").unwrap(),
+        parse_dtype("f32").unwrap(),
+    )
+    .expect("load the bench checkpoint");
+    let face_image = Arc::new(faceval_models::internvl::preprocess::load_image(&face()).unwrap());
+    let ask = |prompt: &str| Request {
+        images: vec![face_image.clone()],
+        prompt: prompt.to_string(),
+        max_new_tokens: 8,
+        stop: vec![],
+        choices: vec![],
+        choice_texts: vec![],
+        seed: 0,
+    };
+    let requests = vec![
+        ask(PROMPT),
+        ask("How old is this person?"),
+        ask("What is the gender of this person?"),
+        ask("What is the race of this person? Answer with one word."),
+    ];
+    // Encodes the face once; every later request hits the feature cache.
+    model.generate(&requests[0]).unwrap();
+
+    let mut g = c.benchmark_group("internvl3_1b_cpu_f32_batching");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(30));
+    g.bench_function("generate_4x8_tokens_one_at_a_time", |b| {
+        b.iter(|| {
+            for r in &requests {
+                model.generate(r).unwrap();
+            }
+        })
+    });
+    g.bench_function("generate_4x8_tokens_batch_4", |b| {
+        b.iter(|| {
+            for g in model.generate_batch(&requests) {
+                g.unwrap();
+            }
+        })
+    });
+
+    let net = model.network();
+    let pixels = model.processor().preprocess_paths(&[face()]).unwrap();
+    let (_, ids) = model
+        .text()
+        .build(&pixels.tiles_per_image, "What is the race of this person?")
+        .unwrap();
+    let feats = net
+        .image_features(&pixels.to_tensor(net.device()).unwrap())
+        .unwrap();
+    let embeds = net.input_embeds(&ids, Some(&feats)).unwrap();
+    // Seven FairFace-like answers of 2 to 5 tokens (ids of the fixture tokenizer's range).
+    let options: Vec<Vec<u32>> = (0..7u32)
+        .map(|i| (0..2 + i % 4).map(|j| 20 + 7 * i + j).collect())
+        .collect();
+    g.bench_function("choice_scores_7_sequential", |b| {
+        b.iter(|| generate::continuation_logprobs_sequential(net, &embeds, &options).unwrap())
+    });
+    g.bench_function("choice_scores_7_packed", |b| {
+        b.iter(|| generate::continuation_logprobs(net, &embeds, &options).unwrap())
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     // No plots: plotters needs system fonts that minimal machines lack.
     config = Criterion::default().without_plots();
-    targets = internvl
+    targets = internvl, internvl_batching
 }
 criterion_main!(benches);

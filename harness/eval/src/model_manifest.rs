@@ -172,8 +172,9 @@ pub fn load(path: &Path) -> anyhow::Result<LoadedManifest> {
     })
 }
 
-/// The kind a bare checkpoint loads as: CLIP / SigLIP when its config.json says so (local
-/// folders and hf:// ids already in the cache), else InternVL.
+/// The kind a bare checkpoint loads as: CLIP, SigLIP or LLaVA when its config.json's
+/// `model_type` says so (local folders and hf:// ids already in the cache), else InternVL
+/// (whose checkpoints spell `model_type` several ways across layouts).
 fn kind_of_checkpoint(spec: &str) -> ModelKind {
     let model_type = faceval_models::hub::resolve_model_path(spec)
         .ok()

@@ -6,11 +6,12 @@
 //! (`generate.rs`). Stage timings go into [`StepTimings`].
 //!
 //! Image features (the projector's output, spliced into the prompt) are kept in an LRU
-//! [`FeatureCache`] keyed by the sha256 of the decoded image and of everything that shapes its
+//! cache keyed by the sha256 of the decoded image and of everything that shapes its
 //! tiles, so a face asked about several times (FairFace age, gender, race) is tiled and encoded
 //! once. Each image is encoded on its own, hit or miss, so a cached feature is bit-identical
 //! to a fresh one. [`Model::generate_batch`] decodes several requests together
-//! ([`generate::greedy_batch`]) with outputs equal to one request at a time.
+//! ([`generate::greedy_batch`]) with the tokens and text of one request at a time (logits
+//! equal to a few f32 ulps, see `generate.rs`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
