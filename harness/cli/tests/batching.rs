@@ -311,9 +311,9 @@ fn internvl_answers_identically_at_batch_sizes_1_and_4() {
     assert!(a1.iter().all(|a| a.3 != "error" && a.5 >= 1), "{a1:?}");
     assert_eq!(answers(&four), a1);
     assert_eq!(untimed(&four), untimed(&one));
-    // The model's own stage split is kept on every member.
+    // The model's own stage split is kept on every member (vision may be a cache hit).
     for p in lines(&four) {
-        assert!(p["timings"]["vision_ms"].as_f64().unwrap() > 0.0, "{p}");
+        assert!(p["timings"]["prefill_ms"].as_f64().unwrap() > 0.0, "{p}");
         assert!(p["timings"]["e2e_ms"].as_f64().unwrap() > 0.0, "{p}");
     }
 }

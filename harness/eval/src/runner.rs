@@ -227,18 +227,11 @@ fn by_likelihood(task: &Task) -> bool {
     spec.scoring == Scoring::Likelihood && spec.style != QuestionStyle::Numeric
 }
 
-/// What likelihood scoring gave for one question.
-enum Likelihood {
-    /// Scored (or failed as an item error).
-    Answered(Prediction),
-    /// The model cannot score: generate and extract instead.
-    Generate,
-}
-
-/// Score one question by its options' likelihood. Only
+/// Score one question by its options' likelihood: the prediction (scored, or failed as an item
+/// error), or `None` when the model cannot score (generate and extract instead). Only
 /// [`faceval_models::ModelUnavailable`] (the model cannot answer anything now) is an `Err`,
 /// which stops the run so that rerunning resumes instead of recording every item as failed.
-fn ask_likelihood(model: &mut dyn Model, job: &Prepared) -> anyhow::Result<Likelihood> {
+fn ask_likelihood(model: &mut dyn Model, job: &Prepared) -> anyhow::Result<Option<Prediction>> {
     // The runner times every model call itself, so that models which report no stage split
     // (baselines, likelihood scoring) still get an honest end-to-end time; the split stays
     // whatever the model reported (zeros = not reported), never estimated here.
@@ -253,13 +246,13 @@ fn ask_likelihood(model: &mut dyn Model, job: &Prepared) -> anyhow::Result<Likel
             p.raw_output = best
                 .and_then(|b| job.question.choices.get(b).cloned())
                 .unwrap_or_default();
-            Ok(Likelihood::Answered(fill(p, s)))
+            Ok(Some(fill(p, s)))
         }
-        Ok(None) => Ok(Likelihood::Generate),
+        Ok(None) => Ok(None),
         Err(e) if faceval_models::model::is_unavailable(&e) => Err(e),
         Err(e) => {
             p.error = Some(format!("{e:#}"));
-            Ok(Likelihood::Answered(p))
+            Ok(Some(p))
         }
     }
 }
@@ -613,12 +606,9 @@ impl Asking<'_> {
                 }
                 let job = prepare(task, item, q, &dec, self.seed);
                 if by_likelihood(task) {
-                    match ask_likelihood(model, &job)? {
-                        Likelihood::Answered(p) => {
-                            self.record_call(progress, vec![(p, item)])?;
-                            continue;
-                        }
-                        Likelihood::Generate => {}
+                    if let Some(p) = ask_likelihood(model, &job)? {
+                        self.record_call(progress, vec![(p, item)])?;
+                        continue;
                     }
                 }
                 queue.push(job);

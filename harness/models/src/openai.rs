@@ -293,7 +293,7 @@ impl OpenAiModel {
         for top in tries {
             let mut body = json!({
                 "model": self.cfg.api_model,
-                "messages": [user_turn(&[png.clone()], "Reply with one word.")],
+                "messages": [user_turn(std::slice::from_ref(&png), "Reply with one word.")],
                 "max_tokens": 1,
                 "temperature": 0,
             });
