@@ -129,7 +129,41 @@ fn internvl_batching(c: &mut Criterion) {
         ask("What is the race of this person? Answer with one word."),
     ];
     // Encodes the face once; every later request hits the feature cache.
-    model.generate(&requests[0]).unwrap();
+    let miss = model.generate(&requests[0]).unwrap().timings;
+    // One pass of each, for the stage split (criterion times only the whole call).
+    let alone: Vec<_> = requests
+        .iter()
+        .map(|r| model.generate(r).unwrap())
+        .collect();
+    let together: Vec<_> = model
+        .generate_batch(&requests)
+        .into_iter()
+        .map(|g| g.unwrap())
+        .collect();
+    let sum = |f: fn(&faceval_models::StepTimings) -> f64| -> f64 {
+        alone.iter().map(|g| f(&g.timings)).sum()
+    };
+    eprintln!(
+        "feature cache: miss preprocess {:.1} ms + vision {:.1} ms; hit preprocess {:.1} ms + \
+         vision {:.1} ms ({:?})",
+        miss.preprocess_ms,
+        miss.vision_ms,
+        alone[0].timings.preprocess_ms,
+        alone[0].timings.vision_ms,
+        model.feature_cache_stats()
+    );
+    eprintln!(
+        "4 requests one at a time: prefill {:.0} ms, decode {:.0} ms (sums); as one batch: \
+         prefill {:.0} ms, decode {:.0} ms; tokens equal: {}",
+        sum(|t| t.prefill_ms),
+        sum(|t| t.decode_ms),
+        together[0].timings.prefill_ms,
+        together[0].timings.decode_ms,
+        alone
+            .iter()
+            .zip(&together)
+            .all(|(a, b)| a.token_ids == b.token_ids)
+    );
 
     let mut g = c.benchmark_group("internvl3_1b_cpu_f32_batching");
     g.sample_size(10)
