@@ -379,22 +379,13 @@ impl ProcessorConfig {
     pub fn normalize_tiles(&self, tiles: &[RgbImage]) -> Vec<f32> {
         let mut out = Vec::with_capacity(tiles.iter().map(|t| t.as_raw().len()).sum());
         for t in tiles {
-            let (w, h) = t.dimensions();
-            let raw = t.as_raw();
-            for c in 0..3 {
-                for p in 0..(w * h) as usize {
-                    let v = raw[p * 3 + c];
-                    let mut x = if self.do_rescale {
-                        (v as f64 * self.rescale_factor) as f32
-                    } else {
-                        v as f32
-                    };
-                    if self.do_normalize {
-                        x = (x - self.image_mean[c]) / self.image_std[c];
-                    }
-                    out.push(x);
-                }
-            }
+            push_normalized_chw(
+                t,
+                self.do_rescale.then_some(self.rescale_factor),
+                self.do_normalize
+                    .then_some((&self.image_mean, &self.image_std)),
+                &mut out,
+            );
         }
         out
     }
@@ -657,5 +648,32 @@ mod tests {
         assert!(out.pixels().all(|p| p.0 == [10, 128, 250]));
         let out = resize_bicubic(&img, 9, 31);
         assert!(out.pixels().all(|p| p.0 == [10, 128, 250]));
+    }
+}
+
+/// Appends `img` as CHW f32 with transformers' numpy arithmetic: an f64 multiply by the
+/// rescale factor cast to f32, then f32 `(x - mean) / std` per channel, so that the values
+/// equal the Python processors' bit for bit. Shared by every model's image processor.
+pub fn push_normalized_chw(
+    img: &RgbImage,
+    rescale_factor: Option<f64>,
+    mean_std: Option<(&[f32; 3], &[f32; 3])>,
+    out: &mut Vec<f32>,
+) {
+    let (w, h) = img.dimensions();
+    let raw = img.as_raw();
+    out.reserve(raw.len());
+    for c in 0..3 {
+        for p in 0..(w * h) as usize {
+            let v = raw[p * 3 + c];
+            let mut x = match rescale_factor {
+                Some(f) => (v as f64 * f) as f32,
+                None => v as f32,
+            };
+            if let Some((mean, std)) = mean_std {
+                x = (x - mean[c]) / std[c];
+            }
+            out.push(x);
+        }
     }
 }

@@ -227,37 +227,13 @@ impl InternVlText {
     /// Renders the chat template over `messages` (a JSON list of `{role, content}` where
     /// content is a string or a list of `{type: "image"}` / `{type: "text", text}` parts).
     pub fn render(&self, messages: &Value, add_generation_prompt: bool) -> Result<String> {
-        // transformers compiles templates with trim_blocks and lstrip_blocks, and offers
-        // `raise_exception`; Python string/dict/list methods come from minijinja-contrib.
-        let mut env = Environment::new();
-        env.set_trim_blocks(true);
-        env.set_lstrip_blocks(true);
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function(
-            "raise_exception",
-            |msg: String| -> std::result::Result<JValue, minijinja::Error> {
-                Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
-            },
-        );
-        env.add_template("chat", &self.template).map_err(|e| {
-            anyhow!(
-                "chat template from {} does not compile: {e:#}",
-                self.template_source
-            )
-        })?;
-        let mut ctx = serde_json::Map::new();
-        ctx.insert("messages".into(), messages.clone());
-        ctx.insert("add_generation_prompt".into(), json!(add_generation_prompt));
-        for (k, v) in &self.template_tokens {
-            ctx.insert(k.clone(), json!(v));
-        }
-        let tmpl = env.get_template("chat").map_err(|e| anyhow!("{e}"))?;
-        tmpl.render(JValue::from_serialize(&ctx)).map_err(|e| {
-            anyhow!(
-                "rendering the chat template from {}: {e:#}",
-                self.template_source
-            )
-        })
+        render_chat_template(
+            &self.template,
+            &self.template_source,
+            &self.template_tokens,
+            messages,
+            add_generation_prompt,
+        )
     }
 
     /// Replaces the i-th `<IMG_CONTEXT>` the template emitted with `<img>` +
@@ -334,4 +310,39 @@ pub fn user_messages(n_images: usize, user_text: &str) -> Value {
     let mut content: Vec<Value> = (0..n_images).map(|_| json!({"type": "image"})).collect();
     content.push(json!({"type": "text", "text": user_text}));
     json!([{"role": "user", "content": content}])
+}
+
+/// Renders a checkpoint's chat template (`template`, read from `source`) over `messages` the
+/// way transformers' `apply_chat_template` does, with the tokenizer's special tokens
+/// (`bos_token`, ...) as variables. Shared by every generative model.
+pub fn render_chat_template(
+    template: &str,
+    source: &TemplateSource,
+    special_tokens: &[(String, String)],
+    messages: &Value,
+    add_generation_prompt: bool,
+) -> Result<String> {
+    // transformers compiles templates with trim_blocks and lstrip_blocks, and offers
+    // `raise_exception`; Python string/dict/list methods come from minijinja-contrib.
+    let mut env = Environment::new();
+    env.set_trim_blocks(true);
+    env.set_lstrip_blocks(true);
+    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    env.add_function(
+        "raise_exception",
+        |msg: String| -> std::result::Result<JValue, minijinja::Error> {
+            Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
+        },
+    );
+    env.add_template("chat", template)
+        .map_err(|e| anyhow!("chat template from {source} does not compile: {e:#}"))?;
+    let mut ctx = serde_json::Map::new();
+    ctx.insert("messages".into(), messages.clone());
+    ctx.insert("add_generation_prompt".into(), json!(add_generation_prompt));
+    for (k, v) in special_tokens {
+        ctx.insert(k.clone(), json!(v));
+    }
+    let tmpl = env.get_template("chat").map_err(|e| anyhow!("{e}"))?;
+    tmpl.render(JValue::from_serialize(&ctx))
+        .map_err(|e| anyhow!("rendering the chat template from {source}: {e:#}"))
 }

@@ -16,7 +16,7 @@ use image::{DynamicImage, RgbImage};
 use serde_json::Value;
 
 use super::config::{LlavaConfig, SelectStrategy};
-use crate::internvl::preprocess::resize_bicubic;
+use crate::internvl::preprocess::{push_normalized_chw, resize_bicubic};
 
 /// Target of the resize step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -333,23 +333,14 @@ impl LlavaProcessorConfig {
     /// CHW f32 values of one image with transformers' numpy arithmetic (f64 rescale, cast to
     /// f32, then f32 `(x - mean) / std`).
     pub fn normalize(&self, img: &RgbImage) -> Vec<f32> {
-        let (w, h) = img.dimensions();
-        let raw = img.as_raw();
-        let mut out = Vec::with_capacity(raw.len());
-        for c in 0..3 {
-            for p in 0..(w * h) as usize {
-                let v = raw[p * 3 + c];
-                let mut x = if self.do_rescale {
-                    (v as f64 * self.rescale_factor) as f32
-                } else {
-                    v as f32
-                };
-                if self.do_normalize {
-                    x = (x - self.image_mean[c]) / self.image_std[c];
-                }
-                out.push(x);
-            }
-        }
+        let mut out = Vec::new();
+        push_normalized_chw(
+            img,
+            self.do_rescale.then_some(self.rescale_factor),
+            self.do_normalize
+                .then_some((&self.image_mean, &self.image_std)),
+            &mut out,
+        );
         out
     }
 

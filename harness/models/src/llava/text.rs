@@ -6,11 +6,10 @@
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Result};
-use minijinja::{Environment, ErrorKind, Value as JValue};
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokenizers::Tokenizer;
 
-use crate::internvl::text::{find_chat_template, TemplateSource};
+use crate::internvl::text::{find_chat_template, render_chat_template, TemplateSource};
 
 /// Removes transformers' `{% generation %}` / `{% endgeneration %}` tags, which only mark the
 /// assistant's span for `return_assistant_tokens_mask` and render to nothing; minijinja has
@@ -105,37 +104,13 @@ impl LlavaText {
 
     /// Renders the chat template over `messages` (`[{role, content: [{type, text?}]}]`).
     pub fn render(&self, messages: &Value, add_generation_prompt: bool) -> Result<String> {
-        // transformers compiles templates with trim_blocks and lstrip_blocks and offers
-        // `raise_exception`; Python string methods (`.upper()`) come from minijinja-contrib.
-        let mut env = Environment::new();
-        env.set_trim_blocks(true);
-        env.set_lstrip_blocks(true);
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function(
-            "raise_exception",
-            |msg: String| -> std::result::Result<JValue, minijinja::Error> {
-                Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
-            },
-        );
-        env.add_template("chat", &self.template).map_err(|e| {
-            anyhow!(
-                "chat template from {} does not compile: {e:#}",
-                self.template_source
-            )
-        })?;
-        let mut ctx = serde_json::Map::new();
-        ctx.insert("messages".into(), messages.clone());
-        ctx.insert("add_generation_prompt".into(), json!(add_generation_prompt));
-        for (k, v) in &self.template_tokens {
-            ctx.insert(k.clone(), json!(v));
-        }
-        let tmpl = env.get_template("chat").map_err(|e| anyhow!("{e}"))?;
-        tmpl.render(JValue::from_serialize(&ctx)).map_err(|e| {
-            anyhow!(
-                "rendering the chat template from {}: {e:#}",
-                self.template_source
-            )
-        })
+        render_chat_template(
+            &self.template,
+            &self.template_source,
+            &self.template_tokens,
+            messages,
+            add_generation_prompt,
+        )
     }
 
     /// Repeats each `<image>` the template emitted `tokens_per_image` times, as LlavaProcessor

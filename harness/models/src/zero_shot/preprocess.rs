@@ -18,7 +18,7 @@ use image::{DynamicImage, RgbImage};
 use serde_json::Value;
 
 use super::config::Family;
-use crate::internvl::preprocess::resize_bicubic;
+use crate::internvl::preprocess::{push_normalized_chw, resize_bicubic};
 
 // transformers' OPENAI_CLIP_MEAN / OPENAI_CLIP_STD as written there (rounded to f32 on use, as
 // numpy does when it builds the float32 mean/std arrays).
@@ -270,22 +270,14 @@ impl ImageProcessor {
     pub fn pixel_values(&self, image: &DynamicImage) -> (Vec<f32>, usize, usize) {
         let img = self.resized_u8(image);
         let (w, h) = img.dimensions();
-        let raw = img.as_raw();
-        let mut out = Vec::with_capacity(raw.len());
-        for c in 0..3 {
-            for p in 0..(w * h) as usize {
-                let v = raw[p * 3 + c];
-                let mut x = if self.do_rescale {
-                    (v as f64 * self.rescale_factor) as f32
-                } else {
-                    v as f32
-                };
-                if self.do_normalize {
-                    x = (x - self.image_mean[c]) / self.image_std[c];
-                }
-                out.push(x);
-            }
-        }
+        let mut out = Vec::new();
+        push_normalized_chw(
+            &img,
+            self.do_rescale.then_some(self.rescale_factor),
+            self.do_normalize
+                .then_some((&self.image_mean, &self.image_std)),
+            &mut out,
+        );
         (out, h as usize, w as usize)
     }
 }
