@@ -297,6 +297,15 @@ pub fn parse_dtype(s: &str) -> Result<DType> {
     }
 }
 
+/// Short device name for manifests: `cpu`, `cuda` or `metal`.
+pub fn device_name(d: &Device) -> &'static str {
+    match d {
+        Device::Cpu => "cpu",
+        Device::Cuda(_) => "cuda",
+        Device::Metal(_) => "metal",
+    }
+}
+
 /// Short dtype name for manifests.
 pub fn dtype_name(d: DType) -> &'static str {
     match d {

@@ -136,11 +136,7 @@ impl Model for LlavaModel {
         ModelInfo {
             name: self.name.clone(),
             kind: "llava".to_string(),
-            device: match self.net.device() {
-                Device::Cpu => "cpu".to_string(),
-                Device::Cuda(_) => "cuda".to_string(),
-                Device::Metal(_) => "metal".to_string(),
-            },
+            device: crate::internvl::device_name(self.net.device()).to_string(),
             dtype: dtype_name(self.net.dtype()).to_string(),
             weights_sha256: sha,
             weight_bytes: self.net.weight_bytes(),

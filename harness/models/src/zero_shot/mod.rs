@@ -503,18 +503,8 @@ impl Model for ZeroShotModel {
         ModelInfo {
             name: self.name.clone(),
             kind: self.family().name().to_string(),
-            device: match self.net.device() {
-                Device::Cpu => "cpu".to_string(),
-                Device::Cuda(_) => "cuda".to_string(),
-                Device::Metal(_) => "metal".to_string(),
-            },
-            dtype: match self.net.dtype() {
-                DType::F32 => "f32",
-                DType::BF16 => "bf16",
-                DType::F16 => "f16",
-                _ => "other",
-            }
-            .to_string(),
+            device: crate::internvl::device_name(self.net.device()).to_string(),
+            dtype: crate::internvl::dtype_name(self.net.dtype()).to_string(),
             weights_sha256: sha,
             weight_bytes: self.net.weight_bytes,
         }
