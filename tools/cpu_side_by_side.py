@@ -47,6 +47,9 @@ def faceval_runs(binary: Path, ckpt: Path, args) -> dict:
         str(binary), "generate", "--model", str(ckpt), "--image", str(args.image),
         "--prompt", args.prompt, "--max-new-tokens", str(args.max_new_tokens),
         "--repeat", str(args.repeats + 1), "--json",
+        # Every repeat encodes the image: the cross-question feature cache is measured by
+        # tools/fairface_side_by_side.py, not here.
+        "--feature-cache-mb", "0",
     ]
     t0 = time.perf_counter()
     out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)

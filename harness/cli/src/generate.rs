@@ -48,6 +48,10 @@ pub struct GenerateArgs {
     /// every run's timings under `repeats`; `timings` are the last run's. For timing.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     pub repeat: u64,
+    /// InternVL: MiB of image features kept between calls (an image seen again skips the
+    /// vision encoder); 0 turns the cache off, so every `--repeat` encodes the image anew.
+    #[arg(long)]
+    pub feature_cache_mb: Option<u64>,
 }
 
 fn read_image(path: &Path) -> anyhow::Result<image::DynamicImage> {
@@ -72,12 +76,16 @@ pub fn generate(args: GenerateArgs, baselines_dir: &Path) -> anyhow::Result<Exit
         .collect::<anyhow::Result<Vec<_>>>()?;
     let started = Instant::now();
     let mut model: Box<dyn Model> = if m.kind == ModelKind::Internvl {
-        Box::new(crate::commands::load_internvl(
+        let mut model = crate::commands::load_internvl(
             &m.name,
             &m.source,
             &args.device,
             args.dtype.as_deref().unwrap_or(&m.dtype),
-        )?)
+        )?;
+        if let Some(mb) = args.feature_cache_mb {
+            model.set_feature_cache_bytes(mb << 20);
+        }
+        Box::new(model)
     } else {
         match crate::commands::instantiate_on(&loaded, &args.device, args.dtype.as_deref())?.0 {
             faceval_eval::runner::ModelHandle::Loaded(model) => model,
