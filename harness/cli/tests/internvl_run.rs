@@ -9,10 +9,7 @@ use common::faceval;
 use std::path::{Path, PathBuf};
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../models/tests/fixtures/internvl")
-        .canonicalize()
-        .unwrap()
+    common::model_fixtures("internvl")
 }
 
 fn checkpoint() -> String {
@@ -20,29 +17,20 @@ fn checkpoint() -> String {
 }
 
 fn task_toml(name: &str, text: &str, scoring: &str) -> String {
-    format!(
-        r#"name = "{name}"
-[dataset]
-reader = "manifest"
-path = "set.csv"
-options = {{ id_column = "id", label_column = "expression", group_columns = ["gender"] }}
-[labels]
-field = "expression"
-values = ["happiness", "sadness", "anger", "neutral"]
-[question]
-style = "multiple_choice"
-text = "{text}"
-template = """{{{{ question }}}}
-{{% for o in options %}}({{{{ o.letter }}}}) {{{{ o.text }}}}
-{{% endfor %}}Answer with the option's letter."""
-scoring = "{scoring}"
-max_new_tokens = 4
-[metrics]
-report = ["accuracy"]
-[fairness]
-groups = ["gender"]
-"#
-    )
+    let template = format!(
+        "{}Answer with the option's letter.",
+        common::LETTERED_TEMPLATE
+    );
+    common::ExpressionTask {
+        name,
+        labels: &["happiness", "sadness", "anger", "neutral"],
+        style: "multiple_choice",
+        text,
+        template: &template,
+        scoring,
+        max_new_tokens: 4,
+    }
+    .toml()
 }
 
 /// Four items over the fixture faces, one whose image is not an image; and three tasks:
@@ -82,11 +70,7 @@ fn setup(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn predictions(run: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(run.join("predictions.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    common::read_predictions(run)
 }
 
 #[test]

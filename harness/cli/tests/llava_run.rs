@@ -13,44 +13,26 @@ use faceval_models::llava::LlavaModel;
 use faceval_models::{Model, Request};
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../models/tests/fixtures")
-        .canonicalize()
-        .unwrap()
+    common::model_fixtures("")
 }
 
 const QUESTION: &str = "Describe the face in this image.";
 
 fn task_toml(name: &str, style: &str, scoring: &str) -> String {
-    format!(
-        r#"name = "{name}"
-[dataset]
-reader = "manifest"
-path = "set.csv"
-options = {{ id_column = "id", label_column = "expression", group_columns = ["gender"] }}
-[labels]
-field = "expression"
-values = ["happiness", "sadness", "anger", "neutral"]
-[question]
-style = "{style}"
-text = "{QUESTION}"
-template = "{{{{ question }}}}"
-scoring = "{scoring}"
-max_new_tokens = 8
-[metrics]
-report = ["accuracy"]
-[fairness]
-groups = ["gender"]
-"#
-    )
+    common::ExpressionTask {
+        name,
+        labels: &["happiness", "sadness", "anger", "neutral"],
+        style,
+        text: QUESTION,
+        template: "{{ question }}",
+        scoring,
+        max_new_tokens: 8,
+    }
+    .toml()
 }
 
 fn predictions(run: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(run.join("predictions.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    common::read_predictions(run)
 }
 
 #[test]

@@ -10,39 +10,23 @@ use common::faceval;
 use std::path::{Path, PathBuf};
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../models/tests/fixtures")
-        .canonicalize()
-        .unwrap()
+    common::model_fixtures("")
 }
 
 const LABELS: [&str; 5] = ["happy", "sad", "surprised", "angry", "neutral"];
 const IMAGES: [&str; 3] = ["face_448.png", "group_700x340.png", "face_520x500.png"];
 
 fn task_toml(name: &str, style: &str, scoring: &str) -> String {
-    format!(
-        r#"name = "{name}"
-[dataset]
-reader = "manifest"
-path = "set.csv"
-options = {{ id_column = "id", label_column = "expression", group_columns = ["gender"] }}
-[labels]
-field = "expression"
-values = ["happy", "sad", "surprised", "angry", "neutral"]
-[question]
-style = "{style}"
-text = "Which expression does this face show?"
-template = """{{{{ question }}}}
-{{% for o in options %}}({{{{ o.letter }}}}) {{{{ o.text }}}}
-{{% endfor %}}"""
-scoring = "{scoring}"
-max_new_tokens = 4
-[metrics]
-report = ["accuracy"]
-[fairness]
-groups = ["gender"]
-"#
-    )
+    common::ExpressionTask {
+        name,
+        labels: &LABELS,
+        style,
+        text: "Which expression does this face show?",
+        template: common::LETTERED_TEMPLATE,
+        scoring,
+        max_new_tokens: 4,
+    }
+    .toml()
 }
 
 /// The three fixture images with targets `neutral`, `sad`, `happy`; an open label task
@@ -112,11 +96,7 @@ fn run(dir: &Path, model: &Path, tasks: &[PathBuf], out: &Path) -> std::process:
 }
 
 fn predictions(run: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(run.join("predictions.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    common::read_predictions(run)
 }
 
 fn read_json(p: &Path) -> serde_json::Value {

@@ -63,3 +63,69 @@ groups = ["gender"]
     .unwrap();
     task
 }
+
+/// The committed model fixtures: `harness/models/tests/fixtures/<sub>`.
+pub fn model_fixtures(sub: &str) -> PathBuf {
+    repo_root().join("harness/models/tests/fixtures").join(sub)
+}
+
+/// A run folder's predictions, in file order.
+pub fn read_predictions(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("predictions.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// An expression task over `set.csv` (manifest reader: `id`, `image`, `expression`, `gender`),
+/// as the model tests write it; the fields are the parts they vary.
+pub struct ExpressionTask<'a> {
+    pub name: &'a str,
+    pub labels: &'a [&'a str],
+    pub style: &'a str,
+    pub text: &'a str,
+    /// The minijinja prompt template, TOML-quoted by the writer.
+    pub template: &'a str,
+    pub scoring: &'a str,
+    pub max_new_tokens: usize,
+}
+
+/// The multiple-choice template the tests share: the question, then `(A) option` lines
+/// (TOML `\n` escapes: [`ExpressionTask::toml`] writes it inside a basic string).
+pub const LETTERED_TEMPLATE: &str =
+    r"{{ question }}\n{% for o in options %}({{ o.letter }}) {{ o.text }}\n{% endfor %}";
+
+impl ExpressionTask<'_> {
+    pub fn toml(&self) -> String {
+        let labels: Vec<String> = self.labels.iter().map(|l| format!("{l:?}")).collect();
+        format!(
+            r#"name = "{name}"
+[dataset]
+reader = "manifest"
+path = "set.csv"
+options = {{ id_column = "id", label_column = "expression", group_columns = ["gender"] }}
+[labels]
+field = "expression"
+values = [{labels}]
+[question]
+style = "{style}"
+text = "{text}"
+template = "{template}"
+scoring = "{scoring}"
+max_new_tokens = {max_new_tokens}
+[metrics]
+report = ["accuracy"]
+[fairness]
+groups = ["gender"]
+"#,
+            name = self.name,
+            labels = labels.join(", "),
+            style = self.style,
+            text = self.text,
+            template = self.template,
+            scoring = self.scoring,
+            max_new_tokens = self.max_new_tokens,
+        )
+    }
+}
