@@ -63,7 +63,7 @@ pub fn score_text(task: &Task, question: &Question, target: &Target, output: &st
                 _ => None,
             };
             Scored {
-                parsed: value.map(|v| format_number(v)),
+                parsed: value.map(format_number),
                 target: truth.map(format_number),
                 parsed_label: value.and_then(label_of),
                 target_label: truth.and_then(label_of),

@@ -208,8 +208,9 @@ impl InternVl {
     }
 }
 
-/// `eos_token_id` (one or a list) from generation_config.json, if the file exists.
-fn generation_config_eos(dir: &Path) -> Result<Vec<u32>> {
+/// `eos_token_id` (one or a list) from generation_config.json, if the file exists. Shared by
+/// every generative model's loader.
+pub(crate) fn generation_config_eos(dir: &Path) -> Result<Vec<u32>> {
     let path = dir.join("generation_config.json");
     if !path.is_file() {
         return Ok(vec![]);

@@ -618,6 +618,33 @@ pub fn resize_bicubic(src: &RgbImage, out_w: u32, out_h: u32) -> RgbImage {
     RgbImage::from_raw(tmp_w as u32, out_h, out).expect("buffer sized for the output")
 }
 
+/// Appends `img` as CHW f32 with transformers' numpy arithmetic: an f64 multiply by the
+/// rescale factor cast to f32, then f32 `(x - mean) / std` per channel, so that the values
+/// equal the Python processors' bit for bit. Shared by every model's image processor.
+pub fn push_normalized_chw(
+    img: &RgbImage,
+    rescale_factor: Option<f64>,
+    mean_std: Option<(&[f32; 3], &[f32; 3])>,
+    out: &mut Vec<f32>,
+) {
+    let (w, h) = img.dimensions();
+    let raw = img.as_raw();
+    out.reserve(raw.len());
+    for c in 0..3 {
+        for p in 0..(w * h) as usize {
+            let v = raw[p * 3 + c];
+            let mut x = match rescale_factor {
+                Some(f) => (v as f64 * f) as f32,
+                None => v as f32,
+            };
+            if let Some((mean, std)) = mean_std {
+                x = (x - mean[c]) / std[c];
+            }
+            out.push(x);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -648,32 +675,5 @@ mod tests {
         assert!(out.pixels().all(|p| p.0 == [10, 128, 250]));
         let out = resize_bicubic(&img, 9, 31);
         assert!(out.pixels().all(|p| p.0 == [10, 128, 250]));
-    }
-}
-
-/// Appends `img` as CHW f32 with transformers' numpy arithmetic: an f64 multiply by the
-/// rescale factor cast to f32, then f32 `(x - mean) / std` per channel, so that the values
-/// equal the Python processors' bit for bit. Shared by every model's image processor.
-pub fn push_normalized_chw(
-    img: &RgbImage,
-    rescale_factor: Option<f64>,
-    mean_std: Option<(&[f32; 3], &[f32; 3])>,
-    out: &mut Vec<f32>,
-) {
-    let (w, h) = img.dimensions();
-    let raw = img.as_raw();
-    out.reserve(raw.len());
-    for c in 0..3 {
-        for p in 0..(w * h) as usize {
-            let v = raw[p * 3 + c];
-            let mut x = match rescale_factor {
-                Some(f) => (v as f64 * f) as f32,
-                None => v as f32,
-            };
-            if let Some((mean, std)) = mean_std {
-                x = (x - mean[c]) / std[c];
-            }
-            out.push(x);
-        }
     }
 }

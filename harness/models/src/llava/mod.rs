@@ -101,7 +101,7 @@ impl Llava {
         let llama = Llama::load(vb.pp("text"), &llama_cfg).context("building the Llama decoder")?;
         let empty_cache = Cache::new(true, dtype, &llama_cfg, device)?;
         let mut eos_token_ids = config.text.eos_token_ids.clone();
-        for id in generation_config_eos(dir)? {
+        for id in crate::internvl::generation_config_eos(dir)? {
             if !eos_token_ids.contains(&id) {
                 eos_token_ids.push(id);
             }
@@ -345,25 +345,4 @@ fn check_finite(row: &[f32], pos: usize) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// `eos_token_id` (one or a list) from generation_config.json, if the file exists.
-fn generation_config_eos(dir: &Path) -> Result<Vec<u32>> {
-    let path = dir.join("generation_config.json");
-    if !path.is_file() {
-        return Ok(vec![]);
-    }
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    let v: serde_json::Value = serde_json::from_str(&text)
-        .with_context(|| format!("corrupt {}: not valid JSON", path.display()))?;
-    Ok(match v.get("eos_token_id") {
-        Some(serde_json::Value::Array(a)) => a
-            .iter()
-            .filter_map(|x| x.as_u64())
-            .map(|x| x as u32)
-            .collect(),
-        Some(x) => x.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
-        None => vec![],
-    })
 }
