@@ -12,7 +12,7 @@ use faceval_eval::error::input_error;
 use faceval_eval::metrics;
 use faceval_eval::model_manifest;
 use faceval_eval::run_folder::{self, Manifest};
-use faceval_eval::runner::{self, RunOptions};
+use faceval_eval::runner::{self, ModelHandle, RunOptions};
 use faceval_eval::task;
 use faceval_eval::telemetry::{self, Hardware, RunTelemetry, Summary};
 use serde::Serialize;
@@ -206,6 +206,10 @@ pub fn bench(args: BenchArgs, tasks_dir: &Path, baselines_dir: &Path) -> anyhow:
     let mut runs = Vec::with_capacity(args.repeat);
     let mut last_manifest: Option<Manifest> = None;
     for k in 0..args.repeat {
+        // Each repeat times a cold run: nothing cached by the previous one.
+        if let ModelHandle::Loaded(model) = &mut handle {
+            model.clear_caches();
+        }
         let out = tmp.0.join(format!("repeat-{k}"));
         let manifest = Manifest {
             format: 1,

@@ -101,6 +101,11 @@ pub trait Model: Send {
         requests.iter().map(|r| self.generate(r)).collect()
     }
 
+    /// Forget whatever the model remembers between calls (image features, text embeddings),
+    /// so that the next call costs what it would in a fresh process. Answers never depend on
+    /// these caches; `faceval bench` calls this between repeats so each repeat times a cold run.
+    fn clear_caches(&mut self) {}
+
     /// Log-likelihood of each entry of `request.choices` as the assistant's answer, when the
     /// model can compute it. `Ok(None)` means "not supported": the caller falls back to
     /// generation with extraction.

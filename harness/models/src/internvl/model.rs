@@ -420,6 +420,11 @@ impl Model for InternVlModel {
         }
     }
 
+    fn clear_caches(&mut self) {
+        let capacity = self.features.stats.capacity_bytes;
+        self.features = FeatureCache::new(capacity);
+    }
+
     fn generate(&mut self, request: &Request) -> Result<Generation> {
         let p = self.prepare(request)?;
         let opts = self.decode_options(request, p.ids.len());

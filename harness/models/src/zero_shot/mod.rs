@@ -495,6 +495,10 @@ pub fn log_softmax(v: &[f32]) -> Vec<f64> {
 }
 
 impl Model for ZeroShotModel {
+    fn clear_caches(&mut self) {
+        self.text_cache.clear();
+    }
+
     fn info(&self) -> ModelInfo {
         let sha = self
             .sha256
