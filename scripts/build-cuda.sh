@@ -15,7 +15,8 @@
 #             (git-ignored; reused on the next run).
 #   build:    ~35 min from scratch, ~22 of them nvcc compiling candle-kernels (PTX plus the
 #             gguf/MoE static library); ~9 min after a change to faceval's own crates.
-#   output:   target/cuda/release/faceval, stripped, 58.6 MiB; .gpu-carry/faceval.xz, 9.0 MiB
+#   output:   target/cuda/release/faceval, stripped, 65.8 MiB (2026-11-29; 58.6 MiB before the
+#             LLaVA/CLIP/SigLIP models, see docs/gpu.md); .gpu-carry/faceval.xz, 9.7 MiB
 #             (xz -9, ~80 s) — the form to carry to the GPU machine (docs/gpu.md).
 # Usage: scripts/build-cuda.sh            # install toolkit if missing, then build
 #        scripts/build-cuda.sh --env      # only print the environment (source-able) and exit
