@@ -62,6 +62,10 @@ pub struct RunArgs {
     /// Overrides the manifest's `dtype`.
     #[arg(long)]
     pub dtype: Option<String>,
+    /// InternVL: MiB of image features kept so that questions about an image already seen
+    /// skip the vision encoder (default 1024; 0 turns the cache off). Answers do not change.
+    #[arg(long)]
+    pub feature_cache_mb: Option<u64>,
 }
 
 pub fn parse_shard(s: &str) -> Result<Shard, String> {
@@ -337,6 +341,9 @@ pub fn run(args: RunArgs, tasks_dir: &Path, baselines_dir: &Path) -> anyhow::Res
         )));
     }
     let (mut handle, record) = instantiate_on(&loaded, &args.device, args.dtype.as_deref())?;
+    if let (Some(mb), ModelHandle::Loaded(model)) = (args.feature_cache_mb, &mut handle) {
+        model.set_feature_cache_bytes(mb.saturating_mul(1 << 20));
+    }
     let out = args
         .out
         .clone()

@@ -83,7 +83,7 @@ pub fn generate(args: GenerateArgs, baselines_dir: &Path) -> anyhow::Result<Exit
             args.dtype.as_deref().unwrap_or(&m.dtype),
         )?;
         if let Some(mb) = args.feature_cache_mb {
-            model.set_feature_cache_bytes(mb << 20);
+            model.set_feature_cache_bytes(mb.saturating_mul(1 << 20));
         }
         Box::new(model)
     } else {

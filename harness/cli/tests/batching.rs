@@ -318,6 +318,39 @@ fn internvl_answers_identically_at_batch_sizes_1_and_4() {
     }
 }
 
+#[test]
+fn the_feature_cache_skips_repeated_faces_without_changing_an_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let tasks = internvl_setup(dir.path());
+    let model = tiny().display().to_string();
+    let cached = dir.path().join("cached");
+    run(dir.path(), &model, &tasks, &cached, &["--warmup", "0"]);
+    let uncached = dir.path().join("uncached");
+    let flags = ["--warmup", "0", "--feature-cache-mb", "0"];
+    run(dir.path(), &model, &tasks, &uncached, &flags);
+    assert_eq!(answers(&cached), answers(&uncached));
+    let vision = |out: &Path| -> Vec<f64> {
+        lines(out)
+            .iter()
+            .map(|p| p["timings"]["vision_ms"].as_f64().unwrap())
+            .collect()
+    };
+    // 14 questions about 3 faces: without the cache every one runs the vision encoder; with
+    // it, the 11 repeats cost a hash, far below the cheapest encode.
+    let encode = vision(&uncached);
+    let cheapest = encode.iter().cloned().fold(f64::INFINITY, f64::min);
+    let hits = vision(&cached)
+        .iter()
+        .filter(|&&v| v < cheapest / 4.0)
+        .count();
+    assert_eq!(
+        hits,
+        11,
+        "cached {:?} vs uncached {encode:?}",
+        vision(&cached)
+    );
+}
+
 /// `faceval serve` on the tiny checkpoint, killed on drop.
 struct Server(Child, u16);
 

@@ -106,6 +106,12 @@ pub trait Model: Send {
     /// these caches; `faceval bench` calls this between repeats so each repeat times a cold run.
     fn clear_caches(&mut self) {}
 
+    /// Bytes the model may keep of image features between calls (0: none). Models without
+    /// such a cache ignore it.
+    fn set_feature_cache_bytes(&mut self, bytes: u64) {
+        let _ = bytes;
+    }
+
     /// Log-likelihood of each entry of `request.choices` as the assistant's answer, when the
     /// model can compute it. `Ok(None)` means "not supported": the caller falls back to
     /// generation with extraction.

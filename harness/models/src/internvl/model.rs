@@ -425,6 +425,10 @@ impl Model for InternVlModel {
         self.features = FeatureCache::new(capacity);
     }
 
+    fn set_feature_cache_bytes(&mut self, bytes: u64) {
+        InternVlModel::set_feature_cache_bytes(self, bytes);
+    }
+
     fn generate(&mut self, request: &Request) -> Result<Generation> {
         let p = self.prepare(request)?;
         let opts = self.decode_options(request, p.ids.len());
