@@ -4,7 +4,7 @@
 #
 #   scripts/gpu-check.sh [BINARY] [--budget SECONDS] [--cpu-dry-run]
 #
-# BINARY defaults to target/cuda/release/faceval, else .gpu-carry/faceval.xz (both written by
+# BINARY defaults to target/cuda/gpu/faceval, else .gpu-carry/faceval.xz (both written by
 # scripts/build-cuda.sh; an .xz binary is unpacked first). Steps, each
 # under its own `timeout` and all under one deadline (--budget, default 450 s, so the whole run
 # ends inside 8 minutes); a failed step is logged and the next one runs:
@@ -43,8 +43,8 @@ done
 if [[ -z "$BIN" ]]; then
   if ((DRY)); then
     BIN="target/debug/faceval"
-  elif [[ -x target/cuda/release/faceval ]]; then
-    BIN="target/cuda/release/faceval"
+  elif [[ -x target/cuda/gpu/faceval ]]; then
+    BIN="target/cuda/gpu/faceval"
   else
     BIN=".gpu-carry/faceval.xz" # what build-cuda.sh leaves for the device tool to carry
   fi
