@@ -298,6 +298,34 @@ pub fn parse_dtype(s: &str) -> Result<DType> {
     }
 }
 
+/// What a run records about a model loaded from a checkpoint. The weights' sha256 reads every
+/// byte of the files, so it is computed on the first call and kept in `sha256`.
+pub(crate) struct CheckpointInfo<'a> {
+    pub name: &'a str,
+    pub kind: &'a str,
+    pub files: &'a CheckpointFiles,
+    pub sha256: &'a std::sync::OnceLock<Option<String>>,
+    pub device: &'a Device,
+    pub dtype: DType,
+    pub weight_bytes: u64,
+}
+
+impl CheckpointInfo<'_> {
+    pub fn model_info(&self) -> crate::ModelInfo {
+        crate::ModelInfo {
+            name: self.name.to_string(),
+            kind: self.kind.to_string(),
+            device: device_name(self.device).to_string(),
+            dtype: dtype_name(self.dtype).to_string(),
+            weights_sha256: self
+                .sha256
+                .get_or_init(|| self.files.weights_sha256().ok())
+                .clone(),
+            weight_bytes: self.weight_bytes,
+        }
+    }
+}
+
 /// Short device name for manifests: `cpu`, `cuda` or `metal`.
 pub fn device_name(d: &Device) -> &'static str {
     match d {

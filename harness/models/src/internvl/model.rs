@@ -406,18 +406,16 @@ impl InternVlModel {
 
 impl Model for InternVlModel {
     fn info(&self) -> ModelInfo {
-        let sha = self
-            .sha256
-            .get_or_init(|| self.net.files().weights_sha256().ok())
-            .clone();
-        ModelInfo {
-            name: self.name.clone(),
-            kind: "internvl".to_string(),
-            device: crate::internvl::device_name(self.net.device()).to_string(),
-            dtype: dtype_name(self.net.dtype()).to_string(),
-            weights_sha256: sha,
+        crate::internvl::CheckpointInfo {
+            name: &self.name,
+            kind: "internvl",
+            files: self.net.files(),
+            sha256: &self.sha256,
+            device: self.net.device(),
+            dtype: self.net.dtype(),
             weight_bytes: self.net.weight_bytes(),
         }
+        .model_info()
     }
 
     fn clear_caches(&mut self) {

@@ -14,7 +14,6 @@ use candle_core::{DType, Device, Tensor};
 use super::preprocess::LlavaProcessorConfig;
 use super::text::LlavaText;
 use super::Llava;
-use crate::internvl::dtype_name;
 use crate::model::{Generation, Model, ModelInfo, Request, StepTimings};
 
 /// A loaded LLaVA checkpoint with its tokenizer, template and image processor.
@@ -129,18 +128,16 @@ impl LlavaModel {
 
 impl Model for LlavaModel {
     fn info(&self) -> ModelInfo {
-        let sha = self
-            .sha256
-            .get_or_init(|| self.net.files().weights_sha256().ok())
-            .clone();
-        ModelInfo {
-            name: self.name.clone(),
-            kind: "llava".to_string(),
-            device: crate::internvl::device_name(self.net.device()).to_string(),
-            dtype: dtype_name(self.net.dtype()).to_string(),
-            weights_sha256: sha,
+        crate::internvl::CheckpointInfo {
+            name: &self.name,
+            kind: "llava",
+            files: self.net.files(),
+            sha256: &self.sha256,
+            device: self.net.device(),
+            dtype: self.net.dtype(),
             weight_bytes: self.net.weight_bytes(),
         }
+        .model_info()
     }
 
     fn generate(&mut self, request: &Request) -> Result<Generation> {

@@ -500,18 +500,16 @@ impl Model for ZeroShotModel {
     }
 
     fn info(&self) -> ModelInfo {
-        let sha = self
-            .sha256
-            .get_or_init(|| self.net.files().weights_sha256().ok())
-            .clone();
-        ModelInfo {
-            name: self.name.clone(),
-            kind: self.family().name().to_string(),
-            device: crate::internvl::device_name(self.net.device()).to_string(),
-            dtype: crate::internvl::dtype_name(self.net.dtype()).to_string(),
-            weights_sha256: sha,
+        crate::internvl::CheckpointInfo {
+            name: &self.name,
+            kind: self.family().name(),
+            files: self.net.files(),
+            sha256: &self.sha256,
+            device: self.net.device(),
+            dtype: self.net.dtype(),
             weight_bytes: self.net.weight_bytes,
         }
+        .model_info()
     }
 
     /// The non-generative answer: `request.choices[argmax logits]` (ties: the first).
