@@ -82,6 +82,21 @@ fn untimed(out: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Lines written so far to `path` (0 while it does not exist).
+fn line_count(path: &Path) -> usize {
+    std::fs::read(path)
+        .map(|b| b.iter().filter(|&&c| c == b'\n').count())
+        .unwrap_or(0)
+}
+
+/// Polls until `path` has `n` lines or `limit` has passed (a run being watched mid-way).
+fn wait_for_lines(path: &Path, n: usize, limit: Duration) {
+    let started = std::time::Instant::now();
+    while line_count(path) < n && started.elapsed() < limit {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 fn manifest(out: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap()
 }
@@ -206,15 +221,8 @@ fn a_batched_run_killed_mid_way_resumes_to_the_same_predictions() {
         .spawn()
         .unwrap();
     let preds = out.join("predictions.jsonl");
-    let count = || {
-        std::fs::read(&preds)
-            .map(|b| b.iter().filter(|&&c| c == b'\n').count())
-            .unwrap_or(0)
-    };
-    let started = std::time::Instant::now();
-    while count() < 100 && started.elapsed() < Duration::from_secs(60) {
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    let count = || line_count(&preds);
+    wait_for_lines(&preds, 100, Duration::from_secs(60));
     child.kill().unwrap();
     child.wait().unwrap();
     let at_kill = count();
@@ -489,15 +497,8 @@ fn a_server_lost_during_a_batch_stops_the_run_without_item_errors_and_the_rerun_
         .spawn()
         .unwrap();
     let preds = out.join("predictions.jsonl");
-    let count = || {
-        std::fs::read(&preds)
-            .map(|b| b.iter().filter(|&&c| c == b'\n').count())
-            .unwrap_or(0)
-    };
-    let started = std::time::Instant::now();
-    while count() < 4 && started.elapsed() < Duration::from_secs(120) {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let count = || line_count(&preds);
+    wait_for_lines(&preds, 4, Duration::from_secs(120));
     server.kill();
     let status = child.wait().unwrap();
     let mut stderr = String::new();
