@@ -47,6 +47,11 @@ pub struct RunArgs {
     /// Stop at the first bad item instead of recording it as an item error.
     #[arg(long)]
     pub strict: bool,
+    /// Rerunning into an existing run folder asks again the questions recorded as `error`
+    /// (a server error after the retries, a timeout, an image that was missing); this keeps
+    /// them as they are.
+    #[arg(long)]
+    pub no_retry_errors: bool,
     /// Model calls at the start of each task whose timings telemetry leaves out (still scored).
     #[arg(long, default_value_t = faceval_eval::telemetry::DEFAULT_WARMUP)]
     pub warmup: usize,
@@ -385,11 +390,20 @@ pub fn run(args: RunArgs, tasks_dir: &Path, baselines_dir: &Path) -> anyhow::Res
     let settings = runner::RunSettings {
         warmup: args.warmup,
         batch_size: args.batch_size,
+        retry_errors: !args.no_retry_errors,
     };
     let summary = runner::run_with(&mut handle, manifest, &tasks, &opts, settings)?;
     let metrics = metrics::read_or_compute(&out)?;
+    let retried = if summary.retried > 0 {
+        format!(
+            ", retried {} earlier errors ({} still fail)",
+            summary.retried, summary.still_failing
+        )
+    } else {
+        String::new()
+    };
     eprintln!(
-        "{}: asked {} questions, resumed {}, {} item errors",
+        "{}: asked {} questions, resumed {}{retried}, {} item errors",
         out.display(),
         summary.asked,
         summary.resumed,

@@ -1,6 +1,6 @@
 //! `faceval gate`: compare a candidate run with a baseline run and exit 1 on a regression
-//! (accuracy drop beyond `max_drop`, latency, VRAM or fairness gap beyond tolerance), 0 when
-//! it passes, 2 on input errors. The decision rule is in `docs/gate.md`.
+//! (accuracy drop beyond `max_drop`, new errors, latency, VRAM or fairness gap beyond
+//! tolerance) or an incomplete candidate, 0 when it passes, 2 on input errors. The decision rule is in `docs/gate.md`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,13 +38,26 @@ pub struct GateArgs {
     /// Also write a self-contained HTML page of the decision.
     #[arg(long)]
     pub html: Option<PathBuf>,
+    /// Compare the shared questions only when the candidate lacks some or did not finish
+    /// (it warns instead of failing as `incomplete`); gate.toml `require_complete = false`.
+    #[arg(long)]
+    pub allow_partial: bool,
+    /// Fail on underpowered checks instead of warning; gate.toml `fail_on_underpowered = true`.
+    #[arg(long)]
+    pub strict: bool,
 }
 
 pub fn gate(args: GateArgs) -> anyhow::Result<ExitCode> {
-    let config = match &args.config {
+    let mut config = match &args.config {
         Some(path) => GateConfig::load(path)?,
         None => GateConfig::default(),
     };
+    if args.allow_partial {
+        config.require_complete = false;
+    }
+    if args.strict {
+        config.fail_on_underpowered = true;
+    }
     let report = gate::gate_dirs(&args.baseline, &args.candidate, &config)?;
     if let Some(path) = &args.junit {
         gate::write_file(path, &gate::to_junit(&report))?;

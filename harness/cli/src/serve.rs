@@ -503,5 +503,6 @@ pub fn connect_openai(m: &ModelManifest) -> anyhow::Result<OpenAiModel> {
         dir => cfg.cache_dir = Some(PathBuf::from(dir)),
     }
     cfg.report_on_drop = true;
+    cfg.revision = m.revision.clone();
     OpenAiModel::connect(cfg).map_err(|e| input_error(format!("model {}: {e:#}", m.name)))
 }

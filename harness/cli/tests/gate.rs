@@ -18,44 +18,94 @@ fn text(o: &Output) -> String {
     )
 }
 
-/// A run folder with one multiple-choice task `expr` whose question `i` is answered right
-/// when `correct(i)`; groups alternate Male/Female. No metrics.json: the gate recomputes it.
-fn write_run(dir: &Path, task: &str, fingerprint: &str, n: usize, correct: impl Fn(usize) -> bool) {
-    std::fs::create_dir_all(dir).unwrap();
-    let manifest = json!({
-        "format": 1,
-        "model": {"name": dir.file_name().unwrap().to_string_lossy(), "fingerprint": "m"},
-        "tasks": [{"name": task, "version": "1", "fingerprint": fingerprint, "style": "multiple_choice",
-                   "labels": ["happiness", "sadness"], "groups": ["gender"], "breakdown": [], "circular": false}],
-        "seed": 0
-    });
-    std::fs::write(
-        dir.join("manifest.json"),
-        serde_json::to_string_pretty(&manifest).unwrap(),
-    )
-    .unwrap();
-    let mut lines = String::new();
-    for i in 0..n {
-        let ok = correct(i);
-        let truth = ["happiness", "sadness"][i % 2];
-        let said = if ok {
-            truth
-        } else {
-            ["sadness", "happiness"][i % 2]
-        };
-        let gender = ["Male", "Female"][(i / 2) % 2];
-        let p = json!({
-            "id": format!("item{i:05}"), "task": task, "rotation": 0,
-            "prompt_sha256": "p".repeat(64),
-            "parsed": if ok { "A" } else { "B" }, "target": "A",
-            "parsed_label": said, "target_label": truth,
-            "correct": ok, "outcome": if ok { "correct" } else { "wrong" },
-            "groups": {"gender": gender}
-        });
-        lines.push_str(&p.to_string());
-        lines.push('\n');
+/// How a crafted run ends question i.
+#[derive(Clone, Copy, PartialEq)]
+enum Ans {
+    Right,
+    Wrong,
+    /// An item error (a server that refused the request, a corrupt image).
+    Error,
+}
+
+/// A crafted run folder: one multiple-choice task whose questions `ids` end as `answer(i)`;
+/// groups alternate Male/Female. No metrics.json: the gate recomputes it.
+struct Crafted<'a> {
+    task: &'a str,
+    fingerprint: &'a str,
+    /// The model's fingerprint in the manifest.
+    model: &'a str,
+    finished: bool,
+}
+
+impl Default for Crafted<'_> {
+    fn default() -> Self {
+        Crafted {
+            task: "expr",
+            fingerprint: "f",
+            model: "m",
+            finished: true,
+        }
     }
-    std::fs::write(dir.join("predictions.jsonl"), lines).unwrap();
+}
+
+impl Crafted<'_> {
+    fn write(&self, dir: &Path, ids: impl IntoIterator<Item = usize>, answer: impl Fn(usize) -> Ans) {
+        std::fs::create_dir_all(dir).unwrap();
+        let manifest = json!({
+            "format": 1,
+            "model": {"name": dir.file_name().unwrap().to_string_lossy(), "fingerprint": self.model},
+            "tasks": [{"name": self.task, "version": "1", "fingerprint": self.fingerprint, "style": "multiple_choice",
+                       "labels": ["happiness", "sadness"], "groups": ["gender"], "breakdown": [], "circular": false}],
+            "seed": 0,
+            "started": "2026-12-01T00:00:00Z",
+            "finished": if self.finished { json!("2026-12-01T01:00:00Z") } else { Value::Null },
+        });
+        std::fs::write(
+            dir.join("manifest.json"),
+            serde_json::to_string_pretty(&manifest).unwrap(),
+        )
+        .unwrap();
+        let mut lines = String::new();
+        for i in ids {
+            let truth = ["happiness", "sadness"][i % 2];
+            let gender = ["Male", "Female"][(i / 2) % 2];
+            let mut p = json!({
+                "id": format!("item{i:05}"), "task": self.task, "rotation": 0,
+                "prompt_sha256": "p".repeat(64),
+                "target": "A", "target_label": truth,
+                "groups": {"gender": gender}
+            });
+            match answer(i) {
+                Ans::Error => {
+                    p["parsed"] = Value::Null;
+                    p["correct"] = Value::Null;
+                    p["outcome"] = json!("error");
+                    p["error"] = json!("http://127.0.0.1:8000/v1/chat/completions answered HTTP 500");
+                }
+                a => {
+                    let ok = a == Ans::Right;
+                    p["parsed"] = json!(if ok { "A" } else { "B" });
+                    p["parsed_label"] = json!(if ok { truth } else { ["sadness", "happiness"][i % 2] });
+                    p["raw_output"] = json!(if ok { "A" } else { "B" });
+                    p["correct"] = json!(ok);
+                    p["outcome"] = json!(if ok { "correct" } else { "wrong" });
+                }
+            }
+            lines.push_str(&p.to_string());
+            lines.push('\n');
+        }
+        std::fs::write(dir.join("predictions.jsonl"), lines).unwrap();
+    }
+}
+
+/// A finished run of `n` questions, question `i` right when `correct(i)`.
+fn write_run(dir: &Path, task: &str, fingerprint: &str, n: usize, correct: impl Fn(usize) -> bool) {
+    Crafted {
+        task,
+        fingerprint,
+        ..Default::default()
+    }
+    .write(dir, 0..n, |i| if correct(i) { Ans::Right } else { Ans::Wrong });
 }
 
 fn gate(base: &Path, cand: &Path, extra: &[&str]) -> Output {
@@ -466,4 +516,271 @@ fn audit_reports_groups_and_rejects_unknown_fields() {
         "{}",
         text(&out)
     );
+}
+
+fn check<'a>(v: &'a Value, name: &str) -> &'a Value {
+    v["tasks"][0]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no check {name}: {v}"))
+}
+
+fn run_check<'a>(v: &'a Value, name: &str) -> &'a Value {
+    v["run_checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no run check {name}: {v}"))
+}
+
+#[test]
+fn a_candidate_whose_every_answer_is_an_error_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let (base, cand) = (dir.path().join("base"), dir.path().join("cand"));
+    write_run(&base, "expr", "f", 100, |i| i % 10 < 8);
+    // A server that rejected every request.
+    Crafted::default().write(&cand, 0..100, |_| Ans::Error);
+    let (code, v, all) = gate_json(&base, &cand, &[]);
+    assert_eq!(code, Some(1), "{all}");
+    let t = &v["tasks"][0];
+    assert_eq!(t["new_errors"], 100, "{all}");
+    assert_eq!(t["new_errors_baseline_right"], 80);
+    // Errors are outcomes: paired as wrong answers, not dropped.
+    assert_eq!(t["n"], 100);
+    assert_eq!(check(&v, "errors")["status"], "regression");
+    let acc = check(&v, "accuracy");
+    assert_eq!(acc["status"], "regression", "{all}");
+    assert_eq!(acc["accuracy"]["candidate_accuracy"], 0.0);
+    assert_eq!(acc["accuracy"]["counts"]["only_second"], 80);
+    assert_eq!(check(&v, "completeness")["status"], "pass");
+    // The readable outputs say so.
+    let out = gate(&base, &cand, &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("100 new errors on questions the baseline answered (80 of them right in the baseline)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_candidate_with_5_of_100_questions_is_incomplete_unless_partial_is_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (base, cand) = (dir.path().join("base"), dir.path().join("cand"));
+    write_run(&base, "expr", "f", 100, |i| i % 10 < 8);
+    // A run that stopped after 5 questions, although its manifest says it finished (a
+    // wrong --limit does exactly that).
+    Crafted::default().write(&cand, 0..5, |i| if i % 10 < 8 { Ans::Right } else { Ans::Wrong });
+    let junit = dir.path().join("gate.xml");
+    let (code, v, all) = gate_json(&base, &cand, &["--junit", junit.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{all}");
+    assert_eq!(v["tasks"][0]["missing"], 95);
+    let c = check(&v, "completeness");
+    assert_eq!(c["status"], "incomplete");
+    assert!(
+        c["message"].as_str().unwrap().contains("lacks 95 of the 100 questions"),
+        "{c}"
+    );
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.contains("type=\"incomplete\""), "{xml}");
+    // --allow-partial compares the 5 shared questions (all as in the baseline) and passes,
+    // stating how many are missing.
+    let (code, v, all) = gate_json(&base, &cand, &["--allow-partial"]);
+    assert_eq!(code, Some(0), "{all}");
+    assert_eq!(v["tasks"][0]["n"], 5);
+    let c = check(&v, "completeness");
+    assert_eq!(c["status"], "incomplete");
+    assert!(
+        c["message"].as_str().unwrap().contains("lacks 95")
+            && c["message"].as_str().unwrap().contains("only the shared questions"),
+        "{c}"
+    );
+    assert_eq!(v["passed"], true);
+    let out = gate(&base, &cand, &["--allow-partial"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("incomplete⚠") && text.contains("95 missing"), "{text}");
+    // The same through gate.toml.
+    let cfg = dir.path().join("gate.toml");
+    std::fs::write(&cfg, "require_complete = false\n").unwrap();
+    let (code, _, all) = gate_json(&base, &cand, &["--config", cfg.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{all}");
+
+    // Every question present, but the manifest says the run never finished.
+    let unfinished = dir.path().join("unfinished");
+    Crafted {
+        finished: false,
+        ..Default::default()
+    }
+    .write(&unfinished, 0..100, |i| if i % 10 < 8 { Ans::Right } else { Ans::Wrong });
+    let (code, v, all) = gate_json(&base, &unfinished, &[]);
+    assert_eq!(code, Some(1), "{all}");
+    let c = run_check(&v, "completeness");
+    assert_eq!(c["status"], "incomplete");
+    assert!(c["message"].as_str().unwrap().contains("no `finished` time"), "{c}");
+    let (code, _, all) = gate_json(&base, &unfinished, &["--allow-partial"]);
+    assert_eq!(code, Some(0), "{all}");
+}
+
+#[test]
+fn ten_new_errors_where_the_baseline_was_right_are_a_regression() {
+    let dir = tempfile::tempdir().unwrap();
+    let (base, cand) = (dir.path().join("base"), dir.path().join("cand"));
+    let base_answer = |i: usize| if i % 10 < 8 { Ans::Right } else { Ans::Wrong };
+    Crafted::default().write(&base, 0..1000, base_answer);
+    // The candidate times out on 10 questions the baseline got right; all else equal.
+    let failed = |i: usize| i % 10 == 0 && i < 100;
+    Crafted::default().write(&cand, 0..1000, |i| if failed(i) { Ans::Error } else { base_answer(i) });
+    let (code, v, all) = gate_json(&base, &cand, &[]);
+    assert_eq!(code, Some(1), "{all}");
+    let e = check(&v, "errors");
+    assert_eq!(e["status"], "regression", "{all}");
+    assert_eq!(v["tasks"][0]["new_errors"], 10);
+    assert_eq!(v["tasks"][0]["new_errors_baseline_right"], 10);
+    // In the accuracy comparison they are 10 questions only the baseline got right.
+    let acc = &check(&v, "accuracy")["accuracy"];
+    assert_eq!(acc["counts"]["only_second"], 10);
+    assert_eq!(acc["counts"]["only_first"], 0);
+    assert_eq!(v["tasks"][0]["n"], 1000);
+    // Tolerating 10 new errors (per task in gate.toml) lets the errors check pass.
+    let cfg = dir.path().join("gate.toml");
+    std::fs::write(&cfg, "max_drop = 2.0\n[task.expr]\nmax_new_errors = 10\n").unwrap();
+    let (code, v, all) = gate_json(&base, &cand, &["--config", cfg.to_str().unwrap()]);
+    assert_eq!(check(&v, "errors")["status"], "pass", "{all}");
+    assert_eq!(code, Some(0), "{all}");
+}
+
+#[test]
+fn errors_in_both_runs_are_reported_and_not_counted_against_the_candidate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (base, cand) = (dir.path().join("base"), dir.path().join("cand"));
+    // Ten questions whose image is corrupt: an error whoever answers.
+    let answer = |i: usize| {
+        if i % 10 == 3 {
+            Ans::Error
+        } else if i % 10 < 8 {
+            Ans::Right
+        } else {
+            Ans::Wrong
+        }
+    };
+    Crafted::default().write(&base, 0..100, answer);
+    Crafted::default().write(&cand, 0..100, answer);
+    let (code, v, all) = gate_json(&base, &cand, &[]);
+    assert_eq!(code, Some(0), "{all}");
+    let t = &v["tasks"][0];
+    assert_eq!(t["errors_in_both"], 10);
+    assert_eq!(t["new_errors"], 0);
+    assert_eq!(t["n"], 90);
+    assert_eq!(t["missing"], 0);
+    let e = check(&v, "errors");
+    assert_eq!(e["status"], "pass");
+    assert!(
+        e["message"].as_str().unwrap().contains("10 errors in both runs are not counted"),
+        "{e}"
+    );
+    assert_eq!(check(&v, "completeness")["status"], "pass");
+}
+
+#[test]
+fn every_output_states_the_smallest_detectable_drop() {
+    let dir = tempfile::tempdir().unwrap();
+    let (base, cand) = (dir.path().join("base"), dir.path().join("cand"));
+    // 200 questions, 4 discordant: too few to see a 1-point drop (underpowered, a warning).
+    write_run(&base, "expr", "f", 200, |i| i % 10 < 8);
+    write_run(&cand, "expr", "f", 200, |i| {
+        (i % 10 < 8 && ![0, 10, 20].contains(&i)) || i == 9
+    });
+    let (junit, md) = (dir.path().join("g.xml"), dir.path().join("g.md"));
+    let (code, v, all) = gate_json(
+        &base,
+        &cand,
+        &["--junit", junit.to_str().unwrap(), "--markdown", md.to_str().unwrap()],
+    );
+    assert_eq!(code, Some(0), "{all}");
+    let sentence = v["power"].as_str().unwrap().to_string();
+    assert!(
+        sentence.starts_with("The smallest true accuracy drop this comparison detects with 80% power")
+            && sentence.contains("expr ")
+            && sentence.contains("(n = 200)"),
+        "{sentence}"
+    );
+    let drop = v["tasks"][0]["detectable_drop"].as_f64().unwrap();
+    // max_drop (1 point) plus the MDE at 4 discordant pairs in 200.
+    let mde = v["tasks"][0]["checks"].as_array().unwrap().iter().find(|c| c["name"] == "accuracy").unwrap()
+        ["accuracy"]["minimum_detectable_effect"]
+        .as_f64()
+        .unwrap();
+    assert!((drop - (1.0 + 100.0 * mde)).abs() < 1e-9, "{drop} vs {mde}");
+    assert!(sentence.contains(&format!("{drop:.1} points")), "{sentence}");
+    let text = String::from_utf8_lossy(&gate(&base, &cand, &[]).stdout).to_string();
+    assert!(text.contains(&sentence), "{text}");
+    assert!(std::fs::read_to_string(&md).unwrap().contains(&sentence));
+    assert!(std::fs::read_to_string(&junit).unwrap().contains("The smallest true accuracy drop"));
+    // Identical runs have no discordant pair: the statement is still made (an upper bound).
+    let (_, v, _) = gate_json(&base, &base, &[]);
+    assert!(v["tasks"][0]["detectable_drop"].as_f64().unwrap() > 1.0, "{v}");
+    // --strict makes an underpowered check fail.
+    let (code, v, all) = gate_json(&base, &cand, &["--strict"]);
+    assert_eq!(check(&v, "accuracy")["status"], "underpowered", "{all}");
+    assert_eq!(code, Some(1), "{all}");
+}
+
+#[test]
+fn two_different_models_with_the_same_outputs_carry_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let (base, cand) = (dir.path().join("base"), dir.path().join("cand"));
+    let answer = |i: usize| if i % 10 < 8 { Ans::Right } else { Ans::Wrong };
+    Crafted::default().write(&base, 0..200, answer);
+    // A new checkpoint, answered by the old one's server or cache: every byte the same.
+    Crafted {
+        model: "new-checkpoint",
+        ..Default::default()
+    }
+    .write(&cand, 0..200, answer);
+    let (junit, md) = (dir.path().join("g.xml"), dir.path().join("g.md"));
+    let (code, v, all) = gate_json(
+        &base,
+        &cand,
+        &["--junit", junit.to_str().unwrap(), "--markdown", md.to_str().unwrap()],
+    );
+    // A warning, not a failure.
+    assert_eq!(code, Some(0), "{all}");
+    assert_eq!(v["same_outputs"]["suspect"], true);
+    assert_eq!(v["same_outputs"]["identical"], 200);
+    let notice = v["notices"][0].as_str().unwrap();
+    assert!(
+        notice.contains("same server") && notice.contains("stale") && notice.contains("200 of 200"),
+        "{notice}"
+    );
+    let text = String::from_utf8_lossy(&gate(&base, &cand, &[]).stdout).to_string();
+    assert!(text.contains("WARNING: The two runs come from different models"), "{text}");
+    assert!(std::fs::read_to_string(&md).unwrap().contains("stale"));
+    assert!(std::fs::read_to_string(&junit).unwrap().contains("WARNING: The two runs"));
+    // The same model twice is no surprise.
+    let (_, v, _) = gate_json(&base, &base, &[]);
+    assert_eq!(v["notices"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn bad_per_task_overrides_are_input_errors_that_name_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base");
+    write_run(&base, "expr", "f", 100, |i| i % 2 == 0);
+    let cfg = dir.path().join("gate.toml");
+    for (toml, key) in [
+        ("[task.expr]\nfairness_tolerance = nan\n", "task.expr.fairness_tolerance"),
+        ("[task.expr]\nfairness_tolerance = -1.0\n", "task.expr.fairness_tolerance"),
+        ("[task.expr]\nmax_drop = nan\n", "task.expr.max_drop"),
+        ("[task.expr]\nmax_drop = -2.0\n", "task.expr.max_drop"),
+        ("[task.expr]\nmax_new_errors = -1\n", "max_new_errors"),
+        ("[task.expr]\nfairness_tolerence = 2.0\n", "fairness_tolerence"),
+    ] {
+        std::fs::write(&cfg, toml).unwrap();
+        let out = gate(&base, &base, &["--config", cfg.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{toml}: {}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(key) && err.contains("gate.toml"), "{toml}: {err}");
+    }
 }

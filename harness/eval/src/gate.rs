@@ -4,6 +4,12 @@
 //! questions must have been asked with the same bytes (`prompt_sha256`) of the same task
 //! (version and fingerprint); anything else is an input error, not a comparison.
 //!
+//! A candidate cannot pass by leaving things out: questions the baseline answered that the
+//! candidate lacks, or a candidate run that never finished, make it `incomplete` (unless
+//! partial runs are allowed), and a candidate `error` on a question the baseline answered
+//! counts as a wrong answer, never as a question left out, besides failing the `errors`
+//! check when there are more than `max_new_errors` of them.
+//!
 //! Per task the gate checks accuracy (paired: Newcombe's interval, exact McNemar, a one-sided
 //! non-inferiority test with margin `max_drop` whose p-values are Holm-adjusted across tasks,
 //! and the minimum detectable effect at the current n), the fairness gap of each group field
@@ -24,7 +30,7 @@ use serde_json::Value;
 use crate::audit::{self, LoadedRun};
 use crate::error::input_error;
 use crate::fairness::{self, accuracy_disparities, group_accuracy, group_by, FairnessOptions};
-use crate::run_folder::{Prediction, TaskRecord};
+use crate::run_folder::{Outcome, Prediction, TaskRecord};
 use crate::stats::bootstrap::{multinomial_counts, quantile_sorted, resample_rng};
 use crate::stats::{self, BootstrapConfig, Interval, McNemar, PairedCounts};
 
@@ -46,6 +52,14 @@ pub struct GateConfig {
     /// Fail (exit 1) instead of warning when a task's test set is too small to see `max_drop`.
     #[serde(default)]
     pub fail_on_underpowered: bool,
+    /// Fail (exit 1, status `incomplete`) when the candidate lacks questions the baseline
+    /// answered or did not finish; `false` (`--allow-partial`) compares the shared questions
+    /// and only warns.
+    #[serde(default = "default_true")]
+    pub require_complete: bool,
+    /// Candidate errors tolerated per task on questions where the baseline had none.
+    #[serde(default)]
+    pub max_new_errors: usize,
     /// Relative p95 latency increase tolerated (0.10 = 10%).
     #[serde(default = "default_latency_tolerance")]
     pub latency_tolerance: f64,
@@ -79,8 +93,12 @@ pub struct TaskOverride {
     pub max_drop: Option<f64>,
     pub fairness_tolerance: Option<f64>,
     pub fairness_fields: Option<Vec<String>>,
+    pub max_new_errors: Option<usize>,
 }
 
+fn default_true() -> bool {
+    true
+}
 fn default_max_drop() -> f64 {
     1.0
 }
@@ -144,13 +162,19 @@ impl GateConfig {
         if !(self.power > 0.0 && self.power < 1.0) {
             return bad("power", &format!("must be in (0, 1), got {}", self.power));
         }
-        for (key, v) in [
+        let tolerances = [
             ("latency_tolerance", self.latency_tolerance),
             ("vram_tolerance", self.vram_tolerance),
             ("fairness_tolerance", self.fairness_tolerance),
-        ] {
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .chain(self.task.iter().filter_map(|(t, o)| {
+            Some((format!("task.{t}.fairness_tolerance"), o.fairness_tolerance?))
+        }));
+        for (key, v) in tolerances {
             if !(v >= 0.0 && v.is_finite()) {
-                return bad(key, &format!("must be a number ≥ 0, got {v}"));
+                return bad(&key, &format!("must be a number ≥ 0, got {v}"));
             }
         }
         if self.resamples < 100 {
@@ -170,6 +194,13 @@ impl GateConfig {
             .get(task)
             .and_then(|o| o.max_drop)
             .unwrap_or(self.max_drop)
+    }
+
+    fn max_new_errors_for(&self, task: &str) -> usize {
+        self.task
+            .get(task)
+            .and_then(|o| o.max_new_errors)
+            .unwrap_or(self.max_new_errors)
     }
 
     fn fairness_tolerance_for(&self, task: &str) -> f64 {
@@ -195,6 +226,9 @@ pub enum Status {
     /// The check does not apply (a numeric task without bins has no accuracy, a task with
     /// fewer than two large groups has no gap).
     NotApplicable,
+    /// The candidate lacks questions the baseline answered, or its run did not finish
+    /// (exit 1; a warning when partial runs are allowed).
+    Incomplete,
 }
 
 impl Status {
@@ -205,6 +239,7 @@ impl Status {
             Status::Underpowered => "underpowered",
             Status::NotMeasured => "not measured",
             Status::NotApplicable => "not applicable",
+            Status::Incomplete => "incomplete",
         }
     }
 }
@@ -231,6 +266,10 @@ pub struct AccuracyCheck {
     /// Smallest true difference the test detects with `power`, at one-sided level
     /// alpha / (tasks gated); `None` without discordant pairs.
     pub minimum_detectable_effect: Option<f64>,
+    /// The MDE behind the power statement: `minimum_detectable_effect`, or without
+    /// discordant pairs the MDE at the one-sided 95% upper bound of the discordance rate
+    /// (1 − 0.05^(1/n)), so that the statement is an upper bound rather than missing.
+    pub detectable_effect: f64,
 }
 
 /// p95 latency or peak VRAM of the two runs.
@@ -289,10 +328,27 @@ pub struct TaskGate {
     pub shared: usize,
     pub baseline_only: usize,
     pub candidate_only: usize,
-    /// Shared questions left out because either run has an error there.
+    /// Questions (lines) the baseline answered (not `error`) that the candidate lacks.
+    pub missing: usize,
+    /// Shared questions left out of the pairing: an error in the baseline (whatever the
+    /// candidate did). `errors_in_both` + `baseline_errors`.
     pub excluded_errors: usize,
-    /// Paired scored questions (circular: items).
+    /// Questions (circular: items) where the candidate has an error and the baseline an
+    /// answer; they count as wrong in the accuracy comparison.
+    pub new_errors: usize,
+    /// Of `new_errors`, the ones the baseline got right.
+    pub new_errors_baseline_right: usize,
+    /// Questions that are errors in both runs: reported, not counted against the candidate.
+    pub errors_in_both: usize,
+    /// Questions that are errors in the baseline only: they cannot be paired.
+    pub baseline_errors: usize,
+    /// Paired scored questions (circular: items), candidate errors included as wrong.
     pub n: usize,
+    /// The smallest true accuracy drop, in points, that this comparison flags with
+    /// `power` (`max_drop` + MDE); `None` without an accuracy to compare. When no pair is
+    /// discordant the MDE uses the one-sided 95% upper bound of the discordance rate, so
+    /// the figure is an upper bound.
+    pub detectable_drop: Option<f64>,
     pub checks: Vec<Check>,
 }
 
@@ -312,10 +368,34 @@ pub struct GateReport {
     pub run_checks: Vec<Check>,
     /// Checks that fail the gate.
     pub failures: usize,
-    /// Underpowered checks that only warn.
+    /// Checks that only warn (underpowered, or incomplete with partial runs allowed).
     pub warnings: usize,
     pub passed: bool,
+    /// One sentence: the smallest drop this comparison could have detected, per task.
+    pub power: String,
+    /// Warnings that do not change the exit code, e.g. that the two runs look like the same
+    /// model (see [`SameOutputs`]).
+    pub notices: Vec<String>,
+    /// Raw outputs of the two runs compared byte for byte on the questions both answered.
+    pub same_outputs: SameOutputs,
 }
+
+/// How many raw outputs the two runs share byte for byte. Different models rarely agree on
+/// 99% of their outputs; when they do, the likely cause is the same server answering both
+/// runs, or a stale response cache.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SameOutputs {
+    /// Shared questions answered (not `error`) in both runs.
+    pub compared: usize,
+    pub identical: usize,
+    /// The runs' model fingerprints (manifest and weights) differ.
+    pub different_models: bool,
+    /// `different_models` and at least [`SUSPECT_SAME_SHARE`] of `compared` identical.
+    pub suspect: bool,
+}
+
+/// Share of byte-identical raw outputs above which two different models look like one.
+pub const SUSPECT_SAME_SHARE: f64 = 0.99;
 
 impl GateReport {
     /// Every check with the task it belongs to (`None` for run-level checks).
@@ -327,8 +407,17 @@ impl GateReport {
     }
 
     pub fn fails(&self, check: &Check) -> bool {
-        check.status == Status::Regression
-            || (check.status == Status::Underpowered && self.config.fail_on_underpowered)
+        match check.status {
+            Status::Regression => true,
+            Status::Underpowered => self.config.fail_on_underpowered,
+            Status::Incomplete => self.config.require_complete,
+            _ => false,
+        }
+    }
+
+    /// A check that is reported as a warning: it did not pass but does not fail the gate.
+    pub fn warns(&self, check: &Check) -> bool {
+        matches!(check.status, Status::Underpowered | Status::Incomplete) && !self.fails(check)
     }
 }
 
@@ -378,10 +467,13 @@ fn metrics_json(run: &LoadedRun) -> Result<Value> {
 /// The shared, comparable part of one task.
 struct Shared<'a> {
     record: &'a TaskRecord,
+    /// Shared lines, aligned: `base[i]` and `cand[i]` have the same key.
     base: Vec<&'a Prediction>,
     cand: Vec<&'a Prediction>,
     baseline_only: usize,
     candidate_only: usize,
+    /// Baseline lines with an answer (not `error`) that the candidate lacks, in file order.
+    missing: Vec<&'a Prediction>,
 }
 
 fn match_task<'a>(
@@ -405,24 +497,29 @@ fn match_task<'a>(
             &cand_record.fingerprint[..12.min(cand_record.fingerprint.len())]
         )));
     }
-    let base_by_key: HashMap<(&str, usize), &Prediction> = base
+    let cand_by_key: HashMap<(&str, usize), &Prediction> = cand
         .iter()
         .map(|p| ((p.id.as_str(), p.rotation), *p))
         .collect();
     let mut shared_base = Vec::new();
     let mut shared_cand = Vec::new();
+    let mut missing = Vec::new();
     let mut prompt_mismatch = Vec::new();
-    for p in cand {
-        if let Some(b) = base_by_key.get(&(p.id.as_str(), p.rotation)) {
-            if !b.prompt_sha256.is_empty()
-                && !p.prompt_sha256.is_empty()
-                && b.prompt_sha256 != p.prompt_sha256
-            {
-                prompt_mismatch.push(p.id.as_str());
+    for b in base {
+        let Some(p) = cand_by_key.get(&(b.id.as_str(), b.rotation)) else {
+            if b.outcome != Outcome::Error {
+                missing.push(*b);
             }
-            shared_base.push(*b);
-            shared_cand.push(*p);
+            continue;
+        };
+        if !b.prompt_sha256.is_empty()
+            && !p.prompt_sha256.is_empty()
+            && b.prompt_sha256 != p.prompt_sha256
+        {
+            prompt_mismatch.push(p.id.as_str());
         }
+        shared_base.push(*b);
+        shared_cand.push(*p);
     }
     if !prompt_mismatch.is_empty() {
         return Err(input_error(format!(
@@ -438,7 +535,9 @@ fn match_task<'a>(
                 .join(", ")
         )));
     }
-    if shared_base.is_empty() {
+    // A candidate with no line of the task at all is incomplete (reported as such), not
+    // incomparable; ids that never match are.
+    if shared_base.is_empty() && !cand.is_empty() {
         return Err(input_error(format!(
             "task {}: the runs share no question (baseline {} has {} predictions, candidate {} has {}); \
              item ids must match to compare",
@@ -455,7 +554,272 @@ fn match_task<'a>(
         candidate_only: cand.len() - shared_cand.len(),
         base: shared_base,
         cand: shared_cand,
+        missing,
     })
+}
+
+/// How one question ended in one run (a circular question: over its shared rotations, an
+/// error when any is one, right only when all are).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    Right,
+    Wrong,
+    Error,
+}
+
+impl Answer {
+    fn of(p: &Prediction) -> Answer {
+        match (p.outcome, p.correct) {
+            (Outcome::Error, _) => Answer::Error,
+            (_, Some(true)) => Answer::Right,
+            _ => Answer::Wrong,
+        }
+    }
+
+    fn and(self, other: Answer) -> Answer {
+        match (self, other) {
+            (Answer::Error, _) | (_, Answer::Error) => Answer::Error,
+            (Answer::Right, Answer::Right) => Answer::Right,
+            _ => Answer::Wrong,
+        }
+    }
+}
+
+/// One shared question as both runs ended it; `first` is the baseline's first line of it
+/// (its groups are the question's).
+struct Unit<'a> {
+    base: Answer,
+    cand: Answer,
+    first: &'a Prediction,
+}
+
+/// The shared lines of a task as questions: one per line, or one per id for circular tasks.
+fn units<'a>(s: &Shared<'a>) -> Vec<Unit<'a>> {
+    let lines = s.base.iter().zip(&s.cand).map(|(b, c)| Unit {
+        base: Answer::of(b),
+        cand: Answer::of(c),
+        first: *b,
+    });
+    if !s.record.circular {
+        return lines.collect();
+    }
+    let mut by_id: BTreeMap<&str, Unit<'a>> = BTreeMap::new();
+    for u in lines {
+        match by_id.entry(u.first.id.as_str()) {
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(u);
+            }
+            std::collections::btree_map::Entry::Occupied(mut e) => {
+                let seen = e.get_mut();
+                seen.base = seen.base.and(u.base);
+                seen.cand = seen.cand.and(u.cand);
+                if u.first.rotation < seen.first.rotation {
+                    seen.first = u.first;
+                }
+            }
+        }
+    }
+    by_id.into_values().collect()
+}
+
+/// Paired correctness `(baseline, candidate, question)` and the error counts of one task.
+struct Pairing<'a> {
+    pairs: Vec<(bool, bool, &'a Prediction)>,
+    new_errors: usize,
+    new_errors_baseline_right: usize,
+    errors_in_both: usize,
+    baseline_errors: usize,
+}
+
+/// Errors are outcomes: a candidate error where the baseline answered is a wrong answer;
+/// questions the baseline could not answer cannot be paired and are counted instead.
+fn pair_units<'a>(units: &[Unit<'a>]) -> Pairing<'a> {
+    let mut out = Pairing {
+        pairs: Vec::with_capacity(units.len()),
+        new_errors: 0,
+        new_errors_baseline_right: 0,
+        errors_in_both: 0,
+        baseline_errors: 0,
+    };
+    for u in units {
+        match (u.base, u.cand) {
+            (Answer::Error, Answer::Error) => out.errors_in_both += 1,
+            (Answer::Error, _) => out.baseline_errors += 1,
+            (b, c) => {
+                if c == Answer::Error {
+                    out.new_errors += 1;
+                    if b == Answer::Right {
+                        out.new_errors_baseline_right += 1;
+                    }
+                }
+                out.pairs
+                    .push((b == Answer::Right, c == Answer::Right, u.first));
+            }
+        }
+    }
+    out
+}
+
+fn check(name: &str, status: Status, message: String) -> Check {
+    Check {
+        name: name.to_string(),
+        status,
+        message,
+        accuracy: None,
+        telemetry: None,
+        fairness: None,
+    }
+}
+
+/// The task's `completeness` check: every question the baseline answered is in the candidate.
+fn completeness_check(s: &Shared, config: &GateConfig) -> Check {
+    let answered = s.missing.len() + s.base.iter().filter(|p| p.outcome != Outcome::Error).count();
+    if s.missing.is_empty() {
+        return check(
+            "completeness",
+            Status::Pass,
+            format!("the candidate has all {answered} questions the baseline answered"),
+        );
+    }
+    let examples: Vec<&str> = s.missing.iter().take(3).map(|p| p.id.as_str()).collect();
+    check(
+        "completeness",
+        Status::Incomplete,
+        format!(
+            "the candidate lacks {} of the {answered} questions the baseline answered (e.g. {}){}",
+            s.missing.len(),
+            examples.join(", "),
+            if config.require_complete {
+                "; finish the candidate run (rerun its command), or pass --allow-partial to compare the shared questions only"
+            } else {
+                "; partial runs are allowed, so only the shared questions are compared"
+            }
+        ),
+    )
+}
+
+/// The task's `errors` check: the candidate fails questions the baseline answered.
+fn errors_check(p: &Pairing, max_new: usize) -> Check {
+    let both = if p.errors_in_both > 0 {
+        format!(
+            "; {} errors in both runs are not counted against the candidate",
+            p.errors_in_both
+        )
+    } else {
+        String::new()
+    };
+    let base_only = if p.baseline_errors > 0 {
+        format!(
+            "; {} baseline errors the candidate answered are left out of the pairing",
+            p.baseline_errors
+        )
+    } else {
+        String::new()
+    };
+    let (status, head) = if p.new_errors > max_new {
+        (
+            Status::Regression,
+            format!(
+                "{} new errors on questions the baseline answered ({} of them right in the baseline), more than max_new_errors = {max_new}; they count as wrong answers",
+                p.new_errors, p.new_errors_baseline_right
+            ),
+        )
+    } else {
+        (
+            Status::Pass,
+            format!(
+                "{} new errors (max_new_errors = {max_new})",
+                p.new_errors
+            ),
+        )
+    };
+    check("errors", status, format!("{head}{both}{base_only}"))
+}
+
+/// The run-level `completeness` check: the candidate finished, and ran every gated task.
+fn run_completeness_check(
+    cand: &LoadedRun,
+    missing_tasks: &[&str],
+    config: &GateConfig,
+) -> Check {
+    let mut why = Vec::new();
+    if cand.manifest.finished.is_none() {
+        why.push(format!(
+            "{} has no `finished` time in manifest.json: the run stopped before its end",
+            cand.dir.display()
+        ));
+    }
+    if !missing_tasks.is_empty() {
+        why.push(format!(
+            "the candidate did not run task{} {} of the baseline",
+            if missing_tasks.len() == 1 { "" } else { "s" },
+            missing_tasks.join(", ")
+        ));
+    }
+    if why.is_empty() {
+        return check(
+            "completeness",
+            Status::Pass,
+            "the candidate run finished and ran every task of the baseline".into(),
+        );
+    }
+    check(
+        "completeness",
+        Status::Incomplete,
+        format!(
+            "{}{}",
+            why.join("; "),
+            if config.require_complete {
+                "; rerun the candidate's command to finish it, or pass --allow-partial"
+            } else {
+                " (partial runs allowed)"
+            }
+        ),
+    )
+}
+
+/// Byte-identical raw outputs on the questions both runs answered.
+fn same_outputs(shared: &[Shared], base: &LoadedRun, cand: &LoadedRun) -> SameOutputs {
+    let (mut compared, mut identical) = (0, 0);
+    for s in shared {
+        for (b, c) in s.base.iter().zip(&s.cand) {
+            if b.outcome != Outcome::Error && c.outcome != Outcome::Error {
+                compared += 1;
+                identical += usize::from(b.raw_output == c.raw_output);
+            }
+        }
+    }
+    let (bm, cm) = (&base.manifest.model, &cand.manifest.model);
+    let different_models = bm.fingerprint != cm.fingerprint || bm.weights_sha256 != cm.weights_sha256;
+    SameOutputs {
+        compared,
+        identical,
+        different_models,
+        suspect: different_models
+            && compared > 0
+            && identical as f64 >= SUSPECT_SAME_SHARE * compared as f64,
+    }
+}
+
+/// The one-sentence power statement over the tasks' detectable drops.
+fn power_sentence(tasks: &[TaskGate], config: &GateConfig) -> String {
+    let parts: Vec<String> = tasks
+        .iter()
+        .filter_map(|t| {
+            t.detectable_drop
+                .map(|d| format!("{} {:.1} points (n = {})", t.task, d, t.n))
+        })
+        .collect();
+    if parts.is_empty() {
+        return "No task has an accuracy to compare, so this comparison cannot detect an accuracy drop.".into();
+    }
+    format!(
+        "The smallest true accuracy drop this comparison detects with {:.0}% power (one-sided α = {}, Holm across {} tasks) is: {}.",
+        100.0 * config.power,
+        config.alpha,
+        parts.len(),
+        parts.join("; ")
+    )
 }
 
 /// Gate loaded runs; `*_metrics` are their metrics.json documents (for telemetry).
@@ -488,6 +852,7 @@ pub fn gate(
             )));
         }
     }
+    let gated = |n: &&str| config.tasks.is_empty() || config.tasks.iter().any(|t| t == n);
     // Baseline order, for a stable report.
     let names: Vec<&str> = base
         .manifest
@@ -495,7 +860,15 @@ pub fn gate(
         .iter()
         .map(|t| t.name.as_str())
         .filter(|n| cand_tasks.contains_key(n))
-        .filter(|n| config.tasks.is_empty() || config.tasks.iter().any(|t| t == n))
+        .filter(gated)
+        .collect();
+    let missing_tasks: Vec<&str> = base
+        .manifest
+        .tasks
+        .iter()
+        .map(|t| t.name.as_str())
+        .filter(|n| !cand_tasks.contains_key(n))
+        .filter(gated)
         .collect();
     if names.is_empty() {
         return Err(input_error(format!(
@@ -528,35 +901,14 @@ pub fn gate(
     let mut acc_checks: Vec<Option<AccuracyCheck>> = Vec::new();
     let mut paired_items: Vec<Vec<(bool, bool, &Prediction)>> = Vec::new();
     for s in &shared {
-        let (b_scored, _) = audit::scored(s.record, &s.base);
-        let (c_scored, _) = audit::scored(s.record, &s.cand);
-        let c_by: HashMap<(&str, usize), bool> = c_scored
-            .iter()
-            .map(|x| ((x.first.id.as_str(), x.first.rotation), x.correct))
-            .collect();
-        let pairs: Vec<(bool, bool, &Prediction)> = b_scored
-            .iter()
-            .filter_map(|x| {
-                let c = c_by.get(&(x.first.id.as_str(), x.first.rotation))?;
-                Some((x.correct, *c, x.first))
-            })
-            .collect();
-        let scored_units = if s.record.circular {
-            s.base
-                .iter()
-                .map(|p| p.id.as_str())
-                .collect::<BTreeSet<_>>()
-                .len()
-        } else {
-            s.base.len()
-        };
+        let pairing = pair_units(&units(s));
         let numeric = s.record.style == "numeric";
         let has_correctness = !numeric
             || s.base.iter().any(|p| p.correct.is_some())
             || s.cand.iter().any(|p| p.correct.is_some());
-        let acc = if has_correctness && !pairs.is_empty() {
-            let cand_correct: Vec<bool> = pairs.iter().map(|p| p.1).collect();
-            let base_correct: Vec<bool> = pairs.iter().map(|p| p.0).collect();
+        let acc = if has_correctness && !pairing.pairs.is_empty() {
+            let cand_correct: Vec<bool> = pairing.pairs.iter().map(|p| p.1).collect();
+            let base_correct: Vec<bool> = pairing.pairs.iter().map(|p| p.0).collect();
             Some(accuracy_check(
                 &cand_correct,
                 &base_correct,
@@ -567,18 +919,29 @@ pub fn gate(
         } else {
             None
         };
+        let mut checks = vec![completeness_check(s, config)];
+        checks.push(errors_check(
+            &pairing,
+            config.max_new_errors_for(&s.record.name),
+        ));
         tasks.push(TaskGate {
             task: s.record.name.clone(),
             version: s.record.version.clone(),
             shared: s.base.len(),
             baseline_only: s.baseline_only,
             candidate_only: s.candidate_only,
-            excluded_errors: scored_units - pairs.len(),
-            n: pairs.len(),
-            checks: Vec::new(),
+            missing: s.missing.len(),
+            excluded_errors: pairing.errors_in_both + pairing.baseline_errors,
+            new_errors: pairing.new_errors,
+            new_errors_baseline_right: pairing.new_errors_baseline_right,
+            errors_in_both: pairing.errors_in_both,
+            baseline_errors: pairing.baseline_errors,
+            n: pairing.pairs.len(),
+            detectable_drop: acc.as_ref().map(|a| 100.0 * (a.margin + a.detectable_effect)),
+            checks,
         });
         acc_checks.push(acc);
-        paired_items.push(pairs);
+        paired_items.push(pairing.pairs);
     }
     let defined: Vec<(usize, f64)> = acc_checks
         .iter()
@@ -594,18 +957,15 @@ pub fn gate(
     for ((t, acc), s) in tasks.iter_mut().zip(acc_checks).zip(&shared) {
         t.checks.push(match acc {
             Some(a) => accuracy_status(a, config, &s.record.name),
-            None => Check {
-                name: "accuracy".into(),
-                status: Status::NotApplicable,
-                message: if t.n == 0 {
+            None => check(
+                "accuracy",
+                Status::NotApplicable,
+                if t.n == 0 {
                     "no shared question was scored in both runs".into()
                 } else {
                     "numeric task without bins: no accuracy to compare".into()
                 },
-                accuracy: None,
-                telemetry: None,
-                fairness: None,
-            },
+            ),
         });
     }
 
@@ -722,6 +1082,18 @@ pub fn gate(
         "bytes",
     ));
 
+    run_checks.insert(0, run_completeness_check(cand, &missing_tasks, config));
+    let same = same_outputs(&shared, base, cand);
+    let mut notices = Vec::new();
+    if same.suspect {
+        notices.push(format!(
+            "The two runs come from different models (their fingerprints differ) but {} of {} raw outputs are byte-identical. \
+             Likely causes: both runs were answered by the same server (the old checkpoint still being served), or by a stale \
+             response cache (set `revision` in the candidate's model manifest, or its `cache_dir = \"off\"`, and rerun it).",
+            same.identical, same.compared
+        ));
+    }
+    let power = power_sentence(&tasks, config);
     let mut report = GateReport {
         baseline: RunRef {
             run: base.dir.display().to_string(),
@@ -737,12 +1109,15 @@ pub fn gate(
         failures: 0,
         warnings: 0,
         passed: true,
+        power,
+        notices,
+        same_outputs: same,
     };
     let (mut failures, mut warnings) = (0, 0);
     for (_, c) in report.all_checks() {
         if report.fails(c) {
             failures += 1;
-        } else if c.status == Status::Underpowered {
+        } else if report.warns(c) {
             warnings += 1;
         }
     }
@@ -796,16 +1171,23 @@ fn accuracy_check(
     let upper_bound = stats::newcombe_paired(&counts, 1.0 - 2.0 * config.alpha)?.high;
     let p_value = newcombe_one_sided_p(&counts, margin)?;
     // One-sided level alpha/k (Holm's first step) = two-sided 2·alpha/k for the MDE formula.
-    let mde = if counts.discordant() == 0 {
-        None
-    } else {
-        let psi = counts.discordant() as f64 / n as f64;
-        Some(stats::minimum_detectable_effect(
+    let mde_at = |psi: f64| {
+        stats::minimum_detectable_effect(
             n,
             psi,
             (2.0 * config.alpha / k_tasks as f64).min(0.999),
             config.power,
-        )?)
+        )
+    };
+    let mde = if counts.discordant() == 0 {
+        None
+    } else {
+        Some(mde_at(counts.discordant() as f64 / n as f64)?)
+    };
+    let detectable_effect = match mde {
+        Some(m) => m,
+        // No discordant pair in n: the rate is below 1 − 0.05^(1/n) with 95% confidence.
+        None => mde_at(1.0 - 0.05f64.powf(1.0 / n as f64))?,
     };
     Ok(AccuracyCheck {
         baseline_accuracy: (counts.both + counts.only_second) as f64 / n as f64,
@@ -818,6 +1200,7 @@ fn accuracy_check(
         p_value,
         p_holm: p_value,
         minimum_detectable_effect: mde,
+        detectable_effect,
     })
 }
 
@@ -1195,8 +1578,8 @@ pub fn to_text(report: &GateReport) -> String {
     for t in &report.tasks {
         let _ = writeln!(
             s,
-            "{:<24} {:<18} {:<14} {} shared questions, n = {} paired ({} baseline-only, {} candidate-only, {} with errors)",
-            t.task, "items", "", t.shared, t.n, t.baseline_only, t.candidate_only, t.excluded_errors
+            "{:<24} {:<18} {:<14} {} shared questions, n = {} paired ({} missing from the candidate, {} candidate-only, {} candidate errors counted wrong, {} baseline errors left out)",
+            t.task, "items", "", t.shared, t.n, t.missing, t.candidate_only, t.new_errors, t.excluded_errors
         );
         for c in &t.checks {
             let _ = writeln!(
@@ -1219,6 +1602,10 @@ pub fn to_text(report: &GateReport) -> String {
             c.message
         );
     }
+    let _ = writeln!(s, "\n{}", report.power);
+    for n in &report.notices {
+        let _ = writeln!(s, "\nWARNING: {n}");
+    }
     let _ = writeln!(
         s,
         "\n{}: {} failing checks, {} warnings",
@@ -1231,8 +1618,10 @@ pub fn to_text(report: &GateReport) -> String {
 
 fn status_label(report: &GateReport, c: &Check) -> String {
     match c.status {
-        Status::Underpowered if report.config.fail_on_underpowered => "UNDERPOWERED".into(),
-        Status::Underpowered => "underpowered⚠".into(),
+        Status::Underpowered | Status::Incomplete if report.fails(c) => {
+            c.status.as_str().to_uppercase()
+        }
+        Status::Underpowered | Status::Incomplete => format!("{}⚠", c.status.as_str()),
         Status::Regression => "REGRESSION".into(),
         other => other.as_str().into(),
     }
@@ -1264,6 +1653,10 @@ pub fn to_markdown(report: &GateReport) -> String {
         report.failures,
         report.warnings
     );
+    for n in &report.notices {
+        let _ = writeln!(s, "> ⚠️ **Warning.** {n}\n");
+    }
+    let _ = writeln!(s, "{}\n", report.power);
     let _ = writeln!(s, "| task | check | status | detail |\n|---|---|---|---|");
     let esc = |x: &str| x.replace('|', "\\|");
     for (task, c) in report.all_checks() {
@@ -1310,6 +1703,13 @@ pub fn to_junit(report: &GateReport) -> String {
         report.baseline.model, report.candidate.model
     );
     let mut s = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    // The power sentence and the notices go to the suite's system-out, which CI systems
+    // show beside the test list.
+    let mut suite_out = report.power.clone();
+    for n in &report.notices {
+        suite_out.push_str("\nWARNING: ");
+        suite_out.push_str(n);
+    }
     let _ = writeln!(
         s,
         "<testsuites name=\"faceval gate\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" skipped=\"{skipped}\">",
@@ -1345,6 +1745,11 @@ pub fn to_junit(report: &GateReport) -> String {
             );
         }
     }
+    let _ = writeln!(
+        s,
+        "    <system-out>{}</system-out>",
+        xml_escape(&suite_out)
+    );
     s.push_str("  </testsuite>\n</testsuites>\n");
     s
 }
@@ -1487,8 +1892,14 @@ mod tests {
                 shared: 1,
                 baseline_only: 0,
                 candidate_only: 0,
+                missing: 0,
                 excluded_errors: 0,
+                new_errors: 0,
+                new_errors_baseline_right: 0,
+                errors_in_both: 0,
+                baseline_errors: 0,
                 n: 1,
+                detectable_drop: None,
                 checks: vec![Check {
                     name: "accuracy".into(),
                     status: Status::Regression,
@@ -1502,10 +1913,19 @@ mod tests {
             failures: 1,
             warnings: 0,
             passed: false,
+            power: "power <sentence>".into(),
+            notices: vec!["same & stale".into()],
+            same_outputs: SameOutputs {
+                compared: 1,
+                identical: 1,
+                different_models: true,
+                suspect: true,
+            },
         };
         let x = to_junit(&report);
         assert!(x.contains("failures=\"1\""));
         assert!(x.contains("m&lt;1&gt; vs m&amp;2"));
         assert!(x.contains("&quot;bad&quot;") && !x.contains("\"bad\""));
+        assert!(x.contains("<system-out>power &lt;sentence&gt;\nWARNING: same &amp; stale</system-out>"));
     }
 }

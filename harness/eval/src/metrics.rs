@@ -29,7 +29,7 @@ pub struct TaskMetrics {
     pub version: String,
     /// Questions scored (circular tasks: items, each counting once over its rotations).
     pub n: usize,
-    /// Lines in predictions.jsonl for this task.
+    /// Questions in predictions.jsonl for this task (the last line of each key counts).
     pub n_predictions: usize,
     /// Items that could not be asked (bad rows, missing or corrupt images, model errors).
     pub n_errors: usize,

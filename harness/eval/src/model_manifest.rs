@@ -73,6 +73,11 @@ pub struct ModelManifest {
     /// `kind = "openai"`: response cache folder; empty for the default, `"off"` for none.
     #[serde(default)]
     pub cache_dir: String,
+    /// `kind = "openai"`: a label of the weights behind `base_url` and `api_model` (a
+    /// checkpoint step, a date). Change it when you serve new weights under the same name: it
+    /// keys the response cache and the model fingerprint, so old answers are not reused.
+    #[serde(default)]
+    pub revision: Option<String>,
     /// `kind = "clip"` / `"siglip"`: the text prompt per answer option, with `{label}` standing
     /// for the option text (empty: `"a photo of a {label} face"`).
     #[serde(default)]
@@ -111,6 +116,7 @@ impl LoadedManifest {
                 max_retries: None,
                 max_concurrency: None,
                 cache_dir: String::new(),
+                revision: None,
                 zero_shot_template: String::new(),
             },
             path: None,

@@ -5,8 +5,12 @@
 //! cut short by `kill -9` is dropped on reopening, and questions already answered are skipped,
 //! so rerunning the same command finishes the run with nothing lost or duplicated. JSON files
 //! other than predictions are replaced atomically (write to a temporary file, then rename).
+//!
+//! A question may have several lines: a rerun retries the questions whose outcome was `error`
+//! and appends the new answer. Every reader takes the **last line of each key**
+//! `(task, id, rotation)`, so lines are never rewritten in place.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -110,6 +114,13 @@ pub struct Manifest {
     /// Peak memory measured while the run went (the higher peak over resumed attempts).
     #[serde(default)]
     pub resources: Option<crate::telemetry::Resources>,
+    /// Served models: answers taken from the response cache, summed over the attempts of
+    /// the run (`null` for local models and older runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_hits: Option<u64>,
+    /// Served models: HTTP requests sent (retries included), summed over the attempts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_requests: Option<u64>,
 }
 
 fn format_version() -> u32 {
@@ -145,11 +156,11 @@ pub struct Prediction {
     #[serde(default)]
     pub raw_output: String,
     /// The extracted answer: an option letter, a label, or a number as text; `None` when
-    /// nothing could be extracted.
-    #[serde(default)]
+    /// nothing could be extracted. Required in every line (it may be `null`).
+    #[serde(deserialize_with = "Option::deserialize")]
     pub parsed: Option<String>,
-    /// The right answer in the same form as `parsed`.
-    #[serde(default)]
+    /// The right answer in the same form as `parsed`. Required in every line (may be `null`).
+    #[serde(deserialize_with = "Option::deserialize")]
     pub target: Option<String>,
     /// Label (or option text) behind `parsed` and `target`, for per-class metrics.
     #[serde(default)]
@@ -183,10 +194,64 @@ pub struct Prediction {
 }
 
 impl Prediction {
-    /// The key that makes a line unique within a run.
+    /// The key that makes a question unique within a run; when a file has several lines of
+    /// one key, the last one counts.
     pub fn key(&self) -> (String, String, usize) {
         (self.task.clone(), self.id.clone(), self.rotation)
     }
+
+    /// Parse one line of `predictions.jsonl`. `outcome` may be left out when `correct` is
+    /// given (tools other than faceval often write only that): `true` is `correct`, `false`
+    /// is `wrong` (`unparseable` when `parsed` is null) and `null` is `error`.
+    pub fn from_line(line: &str) -> serde_json::Result<Prediction> {
+        match serde_json::from_str::<Prediction>(line) {
+            Ok(p) => Ok(p),
+            Err(first) => {
+                // The slow path only runs on lines the fast one refused.
+                let Ok(serde_json::Value::Object(mut obj)) = serde_json::from_str(line) else {
+                    return Err(first);
+                };
+                if obj.contains_key("outcome") {
+                    return Err(first);
+                }
+                let outcome = match obj.get("correct") {
+                    Some(serde_json::Value::Bool(true)) => "correct",
+                    Some(serde_json::Value::Bool(false)) => {
+                        match obj.get("parsed") {
+                            Some(serde_json::Value::Null) => "unparseable",
+                            _ => "wrong",
+                        }
+                    }
+                    Some(serde_json::Value::Null) => "error",
+                    _ => return Err(first),
+                };
+                obj.insert("outcome".into(), outcome.into());
+                serde_json::from_value(serde_json::Value::Object(obj))
+            }
+        }
+    }
+}
+
+/// Keep the last line of each key, in file order of those last lines; returns how many
+/// earlier lines were dropped.
+fn keep_last_per_key(predictions: &mut Vec<Prediction>) -> usize {
+    let mut last: HashMap<(&str, &str, usize), usize> = HashMap::with_capacity(predictions.len());
+    for (i, p) in predictions.iter().enumerate() {
+        last.insert((&p.task, &p.id, p.rotation), i);
+    }
+    if last.len() == predictions.len() {
+        return 0;
+    }
+    let keep: Vec<bool> = predictions
+        .iter()
+        .enumerate()
+        .map(|(i, p)| last[&(p.task.as_str(), p.id.as_str(), p.rotation)] == i)
+        .collect();
+    let dropped = predictions.len() - last.len();
+    drop(last);
+    let mut keep = keep.into_iter();
+    predictions.retain(|_| keep.next().unwrap_or(true));
+    dropped
 }
 
 /// Write `value` as pretty JSON to `path` atomically.
@@ -217,7 +282,10 @@ pub fn read_manifest(dir: &Path) -> anyhow::Result<Manifest> {
 /// Predictions read back from a file, with what had to be skipped.
 #[derive(Debug, Default)]
 pub struct ReadPredictions {
+    /// One per key: the last line of each `(task, id, rotation)`.
     pub predictions: Vec<Prediction>,
+    /// Earlier lines of a key that a later line replaced (retried errors).
+    pub superseded: usize,
     /// Byte length of the valid prefix (every complete, parseable line).
     pub valid_len: u64,
     /// A final line that was cut short (a crash mid-write); it is dropped.
@@ -225,7 +293,8 @@ pub struct ReadPredictions {
 }
 
 /// Read `predictions.jsonl`. A malformed line in the middle is an input error naming the
-/// line; a last line without its newline is treated as a write cut short and dropped.
+/// line; a last line without its newline is treated as a write cut short and dropped. Of
+/// several lines with one key the last is kept.
 pub fn read_predictions(path: &Path) -> anyhow::Result<ReadPredictions> {
     let file = match File::open(path) {
         Ok(f) => f,
@@ -249,7 +318,7 @@ pub fn read_predictions(path: &Path) -> anyhow::Result<ReadPredictions> {
             out.valid_len += n as u64;
             continue;
         }
-        match serde_json::from_str::<Prediction>(body) {
+        match Prediction::from_line(body) {
             Ok(p) if complete => {
                 out.predictions.push(p);
                 out.valid_len += n as u64;
@@ -272,6 +341,7 @@ pub fn read_predictions(path: &Path) -> anyhow::Result<ReadPredictions> {
             }
         }
     }
+    out.superseded = keep_last_per_key(&mut out.predictions);
     Ok(out)
 }
 
@@ -280,13 +350,21 @@ pub struct RunWriter {
     dir: PathBuf,
     file: File,
     done: HashSet<(String, String, usize)>,
+    /// Questions whose last line was an `error` when the folder was opened, to be asked again.
+    to_retry: HashSet<(String, String, usize)>,
+    /// Questions answered in an earlier attempt and kept.
     pub resumed: usize,
+    /// Earlier errors asked again in this attempt, and how many of those failed again.
+    pub retried: usize,
+    pub still_failing: usize,
 }
 
 impl RunWriter {
     /// Open (or create) a run folder. When it already holds a manifest, the model, task
     /// fingerprints, seed and shard must match, or the error says to choose another `--out`.
-    pub fn open(dir: &Path, manifest: &Manifest) -> anyhow::Result<RunWriter> {
+    /// With `retry_errors`, questions whose last line is an `error` count as not done, so
+    /// the caller asks them again and the new line supersedes the old one.
+    pub fn open(dir: &Path, manifest: &Manifest, retry_errors: bool) -> anyhow::Result<RunWriter> {
         std::fs::create_dir_all(dir).map_err(|e| {
             input_error(format!("{}: cannot create run folder: {e}", dir.display()))
         })?;
@@ -313,13 +391,19 @@ impl RunWriter {
         // Drop a line cut short by a crash so the next append starts on a fresh line.
         file.set_len(read.valid_len)?;
         file.seek(SeekFrom::End(0))?;
-        let done: HashSet<_> = read.predictions.iter().map(Prediction::key).collect();
-        let resumed = done.len();
+        let (errors, answered): (Vec<&Prediction>, Vec<&Prediction>) = read
+            .predictions
+            .iter()
+            .partition(|p| retry_errors && p.outcome == Outcome::Error);
+        let done: HashSet<_> = answered.iter().map(|p| p.key()).collect();
         Ok(RunWriter {
             dir: dir.to_path_buf(),
             file,
+            resumed: done.len(),
             done,
-            resumed,
+            to_retry: errors.iter().map(|p| p.key()).collect(),
+            retried: 0,
+            still_failing: 0,
         })
     }
 
@@ -334,9 +418,17 @@ impl RunWriter {
 
     /// Append one prediction as a single line and flush it to the OS.
     pub fn append(&mut self, p: &Prediction) -> anyhow::Result<()> {
-        if !self.done.insert(p.key()) {
+        let key = p.key();
+        if self.done.contains(&key) {
             return Ok(());
         }
+        if self.to_retry.remove(&key) {
+            self.retried += 1;
+            if p.outcome == Outcome::Error {
+                self.still_failing += 1;
+            }
+        }
+        self.done.insert(key);
         let mut line = serde_json::to_vec(p)?;
         line.push(b'\n');
         // One write call per line: a kill between lines leaves whole lines only, and a kill
@@ -441,7 +533,7 @@ mod tests {
     fn truncated_tail_is_dropped_and_run_resumes() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let mut w = RunWriter::open(dir.path(), &manifest()).unwrap();
+            let mut w = RunWriter::open(dir.path(), &manifest(), true).unwrap();
             w.append(&pred("a")).unwrap();
             w.append(&pred("b")).unwrap();
         }
@@ -450,7 +542,7 @@ mod tests {
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(br#"{"id":"c","task":"t","outc"#).unwrap();
         drop(f);
-        let mut w = RunWriter::open(dir.path(), &manifest()).unwrap();
+        let mut w = RunWriter::open(dir.path(), &manifest(), true).unwrap();
         assert_eq!(w.resumed, 2);
         assert!(w.is_done("t", "a", 0) && !w.is_done("t", "c", 0));
         w.append(&pred("c")).unwrap();
@@ -464,10 +556,10 @@ mod tests {
     #[test]
     fn different_model_refuses_to_resume() {
         let dir = tempfile::tempdir().unwrap();
-        RunWriter::open(dir.path(), &manifest()).unwrap();
+        RunWriter::open(dir.path(), &manifest(), true).unwrap();
         let mut other = manifest();
         other.model.name = "majority".into();
-        let err = RunWriter::open(dir.path(), &other).err().unwrap();
+        let err = RunWriter::open(dir.path(), &other, true).err().unwrap();
         assert!(crate::error::is_input_error(&err));
         assert!(err.to_string().contains("cannot resume"), "{err}");
     }

@@ -39,6 +39,10 @@ pub struct RunSummary {
     pub asked: usize,
     pub resumed: usize,
     pub errors: usize,
+    /// Questions recorded as `error` by an earlier attempt and asked again in this one.
+    pub retried: usize,
+    /// Of those, the ones that failed again.
+    pub still_failing: usize,
 }
 
 /// The task record a manifest stores.
@@ -379,6 +383,9 @@ pub struct RunSettings {
     /// Generation questions per model call ([`Model::generate_batch`]); likelihood-scored
     /// questions are asked one at a time.
     pub batch_size: usize,
+    /// Ask again the questions an earlier attempt recorded as `error` (a 500 after the
+    /// retries, a timeout), so that a transient failure does not stay a hole in the run.
+    pub retry_errors: bool,
 }
 
 impl Default for RunSettings {
@@ -386,6 +393,7 @@ impl Default for RunSettings {
         RunSettings {
             warmup: telemetry::DEFAULT_WARMUP,
             batch_size: telemetry::DEFAULT_BATCH_SIZE,
+            retry_errors: true,
         }
     }
 }
@@ -662,12 +670,14 @@ pub fn run_with(
             manifest.model.weight_bytes = info.weight_bytes;
         }
     }
-    // Peaks of an earlier attempt of this run, kept when it is resumed.
-    let earlier = run_folder::read_manifest(&opts.out)
-        .ok()
-        .and_then(|m| m.resources);
+    // Peaks and traffic of an earlier attempt of this run, kept when it is resumed.
+    let earlier_manifest = run_folder::read_manifest(&opts.out).ok();
+    let earlier = earlier_manifest.as_ref().and_then(|m| m.resources.clone());
+    let earlier_traffic = earlier_manifest
+        .as_ref()
+        .map_or((None, None), |m| (m.http_requests, m.cache_hits));
     let monitor = telemetry::ResourceMonitor::start();
-    let mut writer = RunWriter::open(&opts.out, &manifest)?;
+    let mut writer = RunWriter::open(&opts.out, &manifest, settings.retry_errors)?;
     let resumed = writer.resumed;
 
     // Every task's items first: reader errors are written (or stop a --strict run) before
@@ -796,7 +806,9 @@ pub fn run_with(
         }
         Ok(())
     })?;
-    let summary = asking.summary;
+    let mut summary = asking.summary;
+    summary.retried = writer.retried;
+    summary.still_failing = writer.still_failing;
     writer.sync()?;
     let mut resources = monitor.finish();
     resources.weight_bytes = manifest.model.weight_bytes;
@@ -805,6 +817,14 @@ pub fn run_with(
     }
     let mut on_disk = run_folder::read_manifest(&opts.out)?;
     on_disk.resources = Some(resources);
+    if let ModelHandle::Loaded(m) = &*handle {
+        if let Some(t) = m.traffic() {
+            // Totals over the attempts of the run, like the memory peaks.
+            let earlier = |v: Option<u64>| v.unwrap_or(0);
+            on_disk.http_requests = Some(earlier(earlier_traffic.0) + t.http_requests);
+            on_disk.cache_hits = Some(earlier(earlier_traffic.1) + t.cache_hits);
+        }
+    }
     run_folder::write_json_atomic(&opts.out.join(run_folder::MANIFEST), &on_disk)?;
     crate::metrics::write_metrics(&opts.out)?;
     manifest.finished = Some(chrono::Utc::now().to_rfc3339());

@@ -13,4 +13,6 @@ pub mod openai;
 pub mod zero_shot;
 
 pub use baselines::{MajorityModel, RandomModel};
-pub use model::{Generation, Model, ModelInfo, ModelUnavailable, Request, StepTimings};
+pub use model::{
+    Generation, Model, ModelInfo, ModelUnavailable, Request, StepTimings, Traffic,
+};

@@ -27,8 +27,10 @@ pub struct Request {
     pub seed: u64,
 }
 
-/// Wall time of each stage of one item, in milliseconds.
+/// Wall time of each stage of one item, in milliseconds. Every field is optional when read
+/// (0 when absent): predictions written by other tools need not time anything.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct StepTimings {
     pub preprocess_ms: f64,
     pub vision_ms: f64,
@@ -85,6 +87,15 @@ pub struct ModelInfo {
     pub weight_bytes: u64,
 }
 
+/// Traffic of a client of a served model.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Traffic {
+    /// HTTP requests sent, retries included.
+    pub http_requests: u64,
+    /// Answers taken from the response cache instead of the server.
+    pub cache_hits: u64,
+}
+
 /// One identical inference path for every model.
 pub trait Model: Send {
     fn info(&self) -> ModelInfo;
@@ -110,6 +121,12 @@ pub trait Model: Send {
     /// such a cache ignore it.
     fn set_feature_cache_bytes(&mut self, bytes: u64) {
         let _ = bytes;
+    }
+
+    /// What a served model's client sent and reused so far (`None` for local models); a
+    /// run records it in its manifest.
+    fn traffic(&self) -> Option<Traffic> {
+        None
     }
 
     /// Log-likelihood of each entry of `request.choices` as the assistant's answer, when the

@@ -31,7 +31,7 @@ use image::{DynamicImage, ImageFormat};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::model::{Generation, Model, ModelInfo, ModelUnavailable, Request};
+use crate::model::{Generation, Model, ModelInfo, ModelUnavailable, Request, Traffic};
 
 /// How many requests in a row may fail (after their retries) before the server is declared
 /// unavailable and the run stops.
@@ -67,6 +67,9 @@ pub struct OpenAiConfig {
     pub top_logprobs: usize,
     /// Print a one-line summary (requests, cache hits, retries) to stderr when dropped.
     pub report_on_drop: bool,
+    /// The manifest's `revision`: a label the user changes when the weights behind the same
+    /// name and address change. It keys the response cache.
+    pub revision: Option<String>,
 }
 
 impl OpenAiConfig {
@@ -84,6 +87,7 @@ impl OpenAiConfig {
             cache_dir: default_cache_dir(),
             top_logprobs: 20,
             report_on_drop: false,
+            revision: None,
         }
     }
 
@@ -127,6 +131,18 @@ pub struct ServerCapabilities {
     /// Tokens come back as `token_id:N` (vLLM's `--return-tokens-as-token-ids`), so token
     /// ids are known but token texts are not.
     pub token_ids: bool,
+    /// What `GET {base_url}/models` says of the served model: its `id`, and `root` where the
+    /// server sends one (vLLM: the weights' path or hub id). `None` when the server has no
+    /// such route or does not list the model. It keys the response cache, so a new checkpoint
+    /// served under the same name is not answered from the old one's cache.
+    pub served_model: Option<ServedModel>,
+}
+
+/// A model entry of `GET /v1/models`, as far as it identifies the weights.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ServedModel {
+    pub id: String,
+    pub root: Option<String>,
 }
 
 /// A chat-completions server behind the [`Model`] trait.
@@ -243,7 +259,30 @@ impl OpenAiModel {
         }
         let mut model = Self::without_probe(cfg);
         model.caps = model.probe()?;
+        model.caps.served_model = model.served_model();
         Ok(model)
+    }
+
+    /// The served model's entry of `GET {base_url}/models`; `None` when the route is missing,
+    /// fails or does not list `api_model` (many servers list nothing useful, and the cache
+    /// key then rests on the manifest's `revision`).
+    fn served_model(&self) -> Option<ServedModel> {
+        let url = format!("{}/models", self.cfg.base_url);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let mut req = self.agent.get(&url);
+        if let Some(key) = &self.cfg.api_key {
+            req = req.set("Authorization", &format!("Bearer {key}"));
+        }
+        let v: Value = serde_json::from_str(&req.call().ok()?.into_string().ok()?).ok()?;
+        let entry = v
+            .get("data")?
+            .as_array()?
+            .iter()
+            .find(|m| m.get("id").and_then(Value::as_str) == Some(self.cfg.api_model.as_str()))?;
+        Some(ServedModel {
+            id: self.cfg.api_model.clone(),
+            root: entry.get("root").and_then(Value::as_str).map(str::to_string),
+        })
     }
 
     /// A client that has not talked to the server yet and assumes it offers no logprobs.
@@ -315,6 +354,7 @@ impl OpenAiModel {
                         Some(t) if top > 0 && !t.is_empty() => ServerCapabilities {
                             top_logprobs: top,
                             token_ids: t.iter().all(|(tok, _)| token_id_of(tok).is_some()),
+                            served_model: None,
                         },
                         _ => ServerCapabilities::default(),
                     };
@@ -498,9 +538,11 @@ impl OpenAiModel {
             }
         }
         let key_material = json!({
-            "v": 1,
+            "v": 2,
             "endpoint": self.cfg.endpoint(),
             "model": self.cfg.api_model,
+            "served_model": self.caps.served_model,
+            "revision": self.cfg.revision,
             "prompt_sha256": sha256_hex(request.prompt.as_bytes()),
             "image_sha256": pngs.iter().map(|p| sha256_hex(p)).collect::<Vec<_>>(),
             "params": params,
@@ -822,6 +864,14 @@ impl Model for OpenAiModel {
 
     fn generate(&mut self, request: &Request) -> Result<Generation> {
         self.generate_shared(request)
+    }
+
+    fn traffic(&self) -> Option<Traffic> {
+        let s = self.stats();
+        Some(Traffic {
+            http_requests: s.requests,
+            cache_hits: s.cache_hits,
+        })
     }
 
     /// A batch is sent as concurrent requests (at most `max_concurrency` in flight): each

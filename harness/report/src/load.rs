@@ -102,12 +102,22 @@ struct LeanPrediction<'a> {
     rotation: usize,
     #[serde(default)]
     correct: Option<bool>,
-    #[serde(borrow)]
-    outcome: Cow<'a, str>,
+    /// Other tools may give only `correct` (docs/run-format.md): then `null` is an error.
+    #[serde(default, borrow)]
+    outcome: Option<Cow<'a, str>>,
     #[serde(default, borrow, deserialize_with = "pairs::deserialize")]
     groups: Vec<(Cow<'a, str>, Cow<'a, str>)>,
     #[serde(default)]
     timings: Option<LeanTimings>,
+}
+
+impl LeanPrediction<'_> {
+    fn is_error(&self) -> bool {
+        match &self.outcome {
+            Some(o) => o == "error",
+            None => self.correct.is_none(),
+        }
+    }
 }
 
 /// Reads a JSON object as its `(key, value)` pairs in file order, so no map is built per line,
@@ -227,9 +237,20 @@ pub fn read_items(path: &Path) -> Result<BTreeMap<String, TaskItems>> {
                 })
         })
         .collect::<Result<_>>()?;
+    // A retried question has several lines; the last one counts (docs/run-format.md).
+    let mut last: HashMap<(&str, &str, usize), usize> = HashMap::with_capacity(parsed.len());
+    for (i, p) in parsed.iter().enumerate() {
+        if let Some(p) = p {
+            last.insert((p.task.as_ref(), p.id.as_ref(), p.rotation), i);
+        }
+    }
     let mut by_task: BTreeMap<&str, Vec<&LeanPrediction>> = BTreeMap::new();
-    for p in parsed.iter().flatten() {
-        by_task.entry(p.task.as_ref()).or_default().push(p);
+    for (i, p) in parsed.iter().enumerate() {
+        if let Some(p) = p {
+            if last[&(p.task.as_ref(), p.id.as_ref(), p.rotation)] == i {
+                by_task.entry(p.task.as_ref()).or_default().push(p);
+            }
+        }
     }
     Ok(by_task
         .into_par_iter()
@@ -265,7 +286,7 @@ fn fold_task(mut preds: Vec<&LeanPrediction>) -> TaskItems {
         }
         let question = &preds[i..j];
         for p in question {
-            if p.outcome != "error" {
+            if !p.is_error() {
                 // Warm-up calls pay one-off costs; telemetry leaves them out and so does the CDF.
                 if let Some(t) = p.timings.as_ref().filter(|t| !t.warmup) {
                     let stages = t.preprocess_ms + t.vision_ms + t.prefill_ms + t.decode_ms;
@@ -274,7 +295,7 @@ fn fold_task(mut preds: Vec<&LeanPrediction>) -> TaskItems {
                 }
             }
         }
-        if question.iter().all(|p| p.outcome != "error") {
+        if question.iter().all(|p| !p.is_error()) {
             out.ids.push(preds[i].id.to_string());
             out.correct
                 .push(question.iter().all(|p| p.correct == Some(true)));

@@ -315,6 +315,18 @@ pub fn render_gate_html(gate: &Value) -> String {
             .push_str("<div class=\"banner unknown\">No pass/fail field in the gate output</div>"),
     }
     body.push_str(&header_facts(gate));
+    for notice in gate
+        .get("notices")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        let _ = write!(body, "<div class=\"banner unknown\">Warning: {}</div>", esc(notice));
+    }
+    if let Some(power) = gate.get("power").and_then(Value::as_str) {
+        let _ = write!(body, "<p>{}</p>", esc(power));
+    }
     // Checks per task: name, status, message; every field follows in "All fields".
     let mut check_lists: Vec<(String, &Vec<Value>)> = Vec::new();
     if let Some(tasks) = gate.get("tasks").and_then(Value::as_array) {
@@ -341,7 +353,7 @@ pub fn render_gate_html(gate: &Value) -> String {
             let status = c.get("status").and_then(scalar).unwrap_or_default();
             let class = match status.to_ascii_lowercase().as_str() {
                 "pass" | "passed" | "ok" => "up",
-                "fail" | "failed" | "regression" => "down",
+                "fail" | "failed" | "regression" | "incomplete" => "down",
                 _ => "note",
             };
             let _ = write!(
@@ -383,12 +395,14 @@ mod tests {
 
     #[test]
     fn gate_page_reads_the_verdict_and_tabulates_checks() {
-        let v = serde_json::json!({"passed": false, "tasks": [{"task": "a", "n": 10, "checks": [
+        let v = serde_json::json!({"passed": false, "power": "smallest <drop>", "notices": ["same & stale"], "tasks": [{"task": "a", "n": 10, "checks": [
             {"name": "accuracy", "status": "fail", "message": "dropped 5 points", "accuracy": {"p_value": 0.001}}]}]});
         let html = render_gate_html(&v);
         assert!(html.contains("FAIL"));
         assert!(html.contains("a (n = 10 paired)"));
         assert!(html.contains("dropped 5 points"));
+        assert!(html.contains("<p>smallest &lt;drop&gt;</p>"));
+        assert!(html.contains("Warning: same &amp; stale"));
         assert!(html.contains("<th>p_value</th>") || html.contains(">p_value</th>"));
         let ok = render_gate_html(&serde_json::json!({"decision": "pass"}));
         assert!(ok.contains("PASS"));
