@@ -426,13 +426,19 @@ fn a_served_model_batched_as_concurrent_requests_answers_like_one_at_a_time() {
     assert_eq!(a1.len(), 14);
     assert!(a1.iter().all(|a| a.3 != "error"), "{a1:?}");
     assert_eq!(answers(&four), a1);
-    // Each run asked the server every question (plus its start-up probe), none from a cache.
-    for o in [&o1, &o4] {
+    // Each run asked the server every question (plus its start-up probe and the model
+    // listing), none from a cache; the manifest records the same counts.
+    for (o, run) in [(&o1, &one), (&o4, &four)] {
         let stderr = String::from_utf8_lossy(&o.stderr);
         assert!(
-            stderr.contains("15 HTTP requests") && stderr.contains("0 answers from the cache"),
+            stderr.contains("16 HTTP requests") && stderr.contains("0 answers from the cache"),
             "{stderr}"
         );
+        let manifest: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(run.join("manifest.json")).unwrap())
+                .unwrap();
+        assert_eq!(manifest["http_requests"], 16, "{manifest}");
+        assert_eq!(manifest["cache_hits"], 0, "{manifest}");
     }
     // And the answers are the local checkpoint's.
     let local = dir.path().join("local");
