@@ -91,6 +91,35 @@ fn page_problems(stderr: &str) -> Vec<String> {
         .collect()
 }
 
+/// Measures the laid-out page (added only to a test copy of it): tables wider than the
+/// window, and SVG text outside its figure's box or ending in an ellipsis.
+const LAYOUT_PROBE: &str = r#"<script>
+(() => {
+  const vw = document.documentElement.clientWidth;
+  const tables = [...document.querySelectorAll('table')];
+  const wide = tables
+    .filter(t => t.getBoundingClientRect().width > vw - 40)
+    .map(t => (t.closest('section') || {}).id + ': ' + Math.round(t.getBoundingClientRect().width) + ' px: ' + t.rows[0].textContent.trim().slice(0, 60));
+  const clipped = [];
+  let labels = 0;
+  for (const svg of document.querySelectorAll('svg')) {
+    // Screen boxes, so that rotated axis titles are measured as drawn.
+    const f = svg.getBoundingClientRect();
+    for (const t of svg.querySelectorAll('text')) {
+      if (!t.textContent.trim()) continue;
+      labels += 1;
+      const b = t.getBoundingClientRect();
+      const out = b.left < f.left - 1 || b.top < f.top - 1 || b.right > f.right + 1 || b.bottom > f.bottom + 1;
+      if (out || t.textContent.trim().endsWith('…')) clipped.push(t.textContent.trim());
+    }
+  }
+  const pre = document.createElement('pre');
+  pre.id = 'layout-check';
+  pre.textContent = JSON.stringify({vw, tables: tables.length, wide, labels, clipped});
+  document.body.appendChild(pre);
+})();
+</script>"#;
+
 #[test]
 fn demo_report_renders_in_a_browser() {
     let dir = tempfile::tempdir().unwrap();
@@ -221,6 +250,31 @@ fn demo_report_renders_in_a_browser() {
         "FaceXBench columns in the paper's names"
     );
     assert!(dom_text.contains("FaceLLM-38B"), "published FaceLLM rows");
+
+    // Layout at 1024 and 1400 pixels: no table wider than the window, no SVG label outside
+    // its figure, no label cut short. The page has no scripts; this test adds one to a copy,
+    // which measures the laid-out page and writes the result into the DOM that --dump-dom prints.
+    let probe = out.join("layout-probe.html");
+    std::fs::write(&probe, html.replace("</body>", &format!("{LAYOUT_PROBE}</body>"))).unwrap();
+    for width in [1024, 1400] {
+        let dom = chromium(
+            &dir.path().join(format!("profile-layout-{width}")),
+            &["--dump-dom".into(), format!("--window-size={width},900")],
+            &format!("file://{}", probe.display()),
+        );
+        let text = String::from_utf8_lossy(&dom.stdout);
+        let json = text
+            .split("<pre id=\"layout-check\">")
+            .nth(1)
+            .and_then(|t| t.split("</pre>").next())
+            .unwrap_or_else(|| panic!("the layout probe did not run at {width} px"));
+        let v: serde_json::Value = serde_json::from_str(&json.replace("&quot;", "\"").replace("&amp;", "&"))
+            .unwrap_or_else(|e| panic!("{e}: {json}"));
+        assert!(v["tables"].as_u64().unwrap() >= 3, "{v}");
+        assert_eq!(v["wide"], serde_json::json!([]), "tables wider than {width} px: {v}");
+        assert!(v["labels"].as_u64().unwrap() > 50, "{v}");
+        assert_eq!(v["clipped"], serde_json::json!([]), "SVG labels outside their figure at {width} px: {v}");
+    }
 
     let shot = dir.path().join("shot.png");
     let res = chromium(

@@ -554,6 +554,64 @@ mod tests {
     }
 
     #[test]
+    fn errors_are_retried_and_the_last_line_of_a_key_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let failed = |id: &str| Prediction {
+            outcome: Outcome::Error,
+            correct: None,
+            parsed: None,
+            error: Some("HTTP 500".into()),
+            ..pred(id)
+        };
+        {
+            let mut w = RunWriter::open(dir.path(), &manifest(), true).unwrap();
+            w.append(&pred("a")).unwrap();
+            w.append(&failed("b")).unwrap();
+            w.append(&failed("c")).unwrap();
+        }
+        // Keeping errors: everything is done.
+        let w = RunWriter::open(dir.path(), &manifest(), false).unwrap();
+        assert_eq!(w.resumed, 3);
+        assert!(w.is_done("t", "b", 0));
+        drop(w);
+        // Retrying: b and c are asked again; b now succeeds, c fails again.
+        let mut w = RunWriter::open(dir.path(), &manifest(), true).unwrap();
+        assert_eq!(w.resumed, 1);
+        assert!(!w.is_done("t", "b", 0) && !w.is_done("t", "c", 0));
+        w.append(&pred("b")).unwrap();
+        w.append(&failed("c")).unwrap();
+        w.append(&pred("b")).unwrap(); // done now: not written twice
+        assert_eq!((w.retried, w.still_failing), (2, 1));
+        drop(w);
+        let read = read_predictions(&dir.path().join(PREDICTIONS)).unwrap();
+        assert_eq!(read.superseded, 2);
+        let got: Vec<(&str, Outcome)> = read
+            .predictions
+            .iter()
+            .map(|p| (p.id.as_str(), p.outcome))
+            .collect();
+        assert_eq!(
+            got,
+            [("a", Outcome::Correct), ("b", Outcome::Correct), ("c", Outcome::Error)]
+        );
+    }
+
+    #[test]
+    fn outcome_may_be_given_by_correct_alone() {
+        let line = |extra: &str| format!(r#"{{"id":"x","task":"t","target":"A",{extra}}}"#);
+        let outcome = |extra: &str| Prediction::from_line(&line(extra)).map(|p| p.outcome);
+        assert_eq!(outcome(r#""parsed":"A","correct":true"#).unwrap(), Outcome::Correct);
+        assert_eq!(outcome(r#""parsed":"B","correct":false"#).unwrap(), Outcome::Wrong);
+        assert_eq!(outcome(r#""parsed":null,"correct":false"#).unwrap(), Outcome::Unparseable);
+        assert_eq!(outcome(r#""parsed":null,"correct":null"#).unwrap(), Outcome::Error);
+        // Neither, or a required field missing: the serde error names the field.
+        let err = outcome(r#""parsed":"A""#).unwrap_err().to_string();
+        assert!(err.contains("outcome"), "{err}");
+        let err = outcome(r#""correct":true"#).unwrap_err().to_string();
+        assert!(err.contains("parsed"), "{err}");
+    }
+
+    #[test]
     fn different_model_refuses_to_resume() {
         let dir = tempfile::tempdir().unwrap();
         RunWriter::open(dir.path(), &manifest(), true).unwrap();

@@ -630,7 +630,7 @@ mod tests {
 
     fn pred(id: &str, t: faceval_models::StepTimings, out: usize, outcome: Outcome) -> Prediction {
         let line = serde_json::json!({"id": id, "task": "t", "outcome": outcome, "output_tokens": out,
-            "prompt_tokens": 100, "timings": t});
+            "prompt_tokens": 100, "timings": t, "parsed": null, "target": null});
         serde_json::from_value(line).unwrap()
     }
 

@@ -101,13 +101,29 @@ pub fn opt_rate(x: Option<f64>) -> String {
         .unwrap_or_else(|| ABSENT.into())
 }
 
+/// Binary units, so that a small checkpoint is not shown as "0 MiB".
 pub fn bytes(b: f64) -> String {
     const GIB: f64 = (1u64 << 30) as f64;
     const MIB: f64 = (1u64 << 20) as f64;
+    const KIB: f64 = 1024.0;
     if b >= GIB {
         format!("{:.2} GiB", b / GIB)
-    } else {
+    } else if b >= MIB {
         format!("{:.0} MiB", b / MIB)
+    } else if b >= KIB {
+        format!("{:.0} KiB", b / KIB)
+    } else {
+        format!("{b:.0} B")
+    }
+}
+
+/// A device or dtype as a run recorded it; models without weights record `none`, which is
+/// "not applicable", not a precision.
+pub fn setting(s: &str) -> &str {
+    if s.is_empty() || s == "none" {
+        ABSENT
+    } else {
+        s
     }
 }
 

@@ -44,10 +44,12 @@ nav a{color:var(--accent);text-decoration:none;border-bottom:1px dotted var(--ac
 .scroll{overflow-x:auto;margin:6px 0 10px}
 table{border-collapse:collapse;font-variant-numeric:tabular-nums}
 th,td{border:1px solid var(--line);padding:4px 8px;text-align:right;vertical-align:top;white-space:nowrap}
+thead th{white-space:normal;min-width:4em}
+td.wrap{white-space:normal;overflow-wrap:anywhere;min-width:8em}
 th{background:var(--soft);font-weight:600;text-align:center}
 td.l,th.l{text-align:left}
 tbody tr:nth-child(even) td{background:#fafbfc}
-tr.ref td{background:#eef4fb !important}
+tr.ref td,th.ref{background:#eef4fb !important}
 .ci{display:block;color:var(--muted);font-size:12px}
 .n{display:block;color:var(--muted);font-size:11px}
 .empty{color:var(--muted);font-style:italic}
@@ -109,102 +111,164 @@ fn column_head(c: &crate::leaderboard::Column) -> String {
     }
 }
 
-fn section_table(p: &mut Page, s: &Section, has_reference: bool) {
-    p.push("<div class=\"scroll\"><table><thead><tr><th class=\"l\">Model</th>");
-    for c in &s.columns {
-        let _ = write!(
-            p.s,
-            "<th title=\"version {} · fingerprint {}\">{}</th>",
-            esc(&c.variant.version),
-            esc(crate::leaderboard::short(&c.variant.fingerprint)),
-            column_head(c)
-        );
+/// A leaderboard cell: the number, its interval and n, with the ▲/▼ marker.
+fn cell_html(cell: &Option<crate::leaderboard::Cell>, has_reference: bool) -> String {
+    let Some(cell) = cell else {
+        return format!("<td class=\"empty\">{ABSENT}</td>");
+    };
+    let t = format::cell_text(cell);
+    if t.empty {
+        return format!("<td class=\"empty\">{}</td>", esc(&t.main));
     }
-    p.push("</tr></thead><tbody>\n");
-    for r in &s.rows {
-        let _ = write!(
-            p.s,
-            "<tr{}><td class=\"l\">{}{}</td>",
-            if r.reference { " class=\"ref\"" } else { "" },
-            esc(&r.label),
-            if r.reference {
-                " <span class=\"note\">(reference)</span>"
-            } else {
-                ""
-            }
-        );
-        for cell in &r.cells {
-            match cell {
-                None => {
-                    let _ = write!(p.s, "<td class=\"empty\">{ABSENT}</td>");
-                }
-                Some(cell) => {
-                    let t = format::cell_text(cell);
-                    if t.empty {
-                        let _ = write!(p.s, "<td class=\"empty\">{}</td>", esc(&t.main));
-                        continue;
-                    }
-                    let mark = format::marker(cell);
-                    let mark_html = match mark {
-                        "▲" => "<span class=\"up\">▲</span> ",
-                        "▼" => "<span class=\"down\">▼</span> ",
-                        _ => "",
-                    };
-                    let title = if has_reference {
-                        format::significance_title(cell)
-                    } else {
-                        String::new()
-                    };
-                    let _ = write!(
-                        p.s,
-                        "<td title=\"{}\">{}{}<span class=\"ci\">{}</span><span class=\"n\">n = {}</span></td>",
-                        esc(&title),
-                        mark_html,
-                        esc(&t.main),
-                        esc(&t.interval),
-                        cell.n
-                    );
-                }
-            }
+    let mark_html = match format::marker(cell) {
+        "▲" => "<span class=\"up\">▲</span> ",
+        "▼" => "<span class=\"down\">▼</span> ",
+        _ => "",
+    };
+    let title = if has_reference {
+        format::significance_title(cell)
+    } else {
+        String::new()
+    };
+    format!(
+        "<td title=\"{}\">{}{}<span class=\"ci\">{}</span><span class=\"n\">n = {}</span></td>",
+        esc(&title),
+        mark_html,
+        esc(&t.main),
+        esc(&t.interval),
+        cell.n
+    )
+}
+
+/// A model's label cell (`th` when models are columns).
+fn model_label(r: &crate::leaderboard::Row, tag: &str) -> String {
+    format!(
+        "<{tag} class=\"l{}\">{}{}</{tag}>",
+        if r.reference { " ref" } else { "" },
+        esc(&r.label),
+        if r.reference {
+            " <span class=\"note\">(reference)</span>"
+        } else {
+            ""
         }
-        p.push("</tr>\n");
+    )
+}
+
+/// Whether a models × tasks table is drawn with tasks as rows: when there are more tasks
+/// than models, so that the page grows down rather than sideways (14 FaceXBench tasks and
+/// three models fit a 1024-pixel window only this way).
+fn tasks_as_rows(tasks: usize, models: usize) -> bool {
+    tasks > models
+}
+
+/// A models × tasks table, or its transpose; `cell(row, column)` renders one cell.
+fn grid(
+    p: &mut Page,
+    s: &Section,
+    corner: &str,
+    mut cell: impl FnMut(&crate::leaderboard::Row, usize) -> String,
+) {
+    p.push("<div class=\"scroll\"><table><thead><tr>");
+    if tasks_as_rows(s.columns.len(), s.rows.len()) {
+        let _ = write!(p.s, "<th class=\"l\">{}</th>", esc(corner));
+        for r in &s.rows {
+            p.push(&model_label(r, "th"));
+        }
+        p.push("</tr></thead><tbody>\n");
+        for (c, col) in s.columns.iter().enumerate() {
+            let _ = write!(
+                p.s,
+                "<tr><th class=\"l\" title=\"version {} · fingerprint {}\">{}</th>",
+                esc(&col.variant.version),
+                esc(crate::leaderboard::short(&col.variant.fingerprint)),
+                column_head(col)
+            );
+            for r in &s.rows {
+                p.push(&cell(r, c));
+            }
+            p.push("</tr>\n");
+        }
+    } else {
+        p.push("<th class=\"l\">Model</th>");
+        for c in &s.columns {
+            let _ = write!(
+                p.s,
+                "<th title=\"version {} · fingerprint {}\">{}</th>",
+                esc(&c.variant.version),
+                esc(crate::leaderboard::short(&c.variant.fingerprint)),
+                column_head(c)
+            );
+        }
+        p.push("</tr></thead><tbody>\n");
+        for r in &s.rows {
+            let _ = write!(
+                p.s,
+                "<tr{}>{}",
+                if r.reference { " class=\"ref\"" } else { "" },
+                model_label(r, "td")
+            );
+            for c in 0..s.columns.len() {
+                p.push(&cell(r, c));
+            }
+            p.push("</tr>\n");
+        }
     }
     p.push("</tbody></table></div>\n");
+}
+
+fn section_table(p: &mut Page, s: &Section, has_reference: bool) {
+    grid(p, s, "Task", |r, c| cell_html(&r.cells[c], has_reference));
 }
 
 fn breakdown_table(p: &mut Page, t: &BreakdownTable) {
     let _ = write!(
         p.s,
-        "<h3>{} — by {}</h3><div class=\"scroll\"><table><thead><tr><th class=\"l\">Model</th><th>Overall</th>",
+        "<h3>{} — by {}</h3><div class=\"scroll\"><table><thead><tr>",
         esc(&t.task),
         esc(&t.field)
     );
-    for (_, name) in &t.columns {
-        let _ = write!(p.s, "<th>{}</th>", esc(name));
-    }
-    p.push("</tr></thead><tbody>\n");
-    for r in &t.rows {
-        let _ = write!(p.s, "<tr><td class=\"l\">{}</td>", esc(&r.label));
-        let mut cell = |i: Option<&faceval_eval::stats::Interval>| match i {
-            Some(i) => {
-                let _ = write!(
-                    p.s,
-                    "<td>{}<span class=\"ci\">[{}, {}]</span><span class=\"n\">n = {}</span></td>",
-                    format::pct(i.estimate),
-                    format::pct(i.low),
-                    format::pct(i.high),
-                    i.n
-                );
-            }
-            None => {
-                let _ = write!(p.s, "<td class=\"empty\">{ABSENT}</td>");
-            }
-        };
-        cell(r.overall.as_ref());
-        for v in &r.values {
-            cell(v.as_ref());
+    let value = |i: Option<&faceval_eval::stats::Interval>| match i {
+        Some(i) => format!(
+            "<td>{}<span class=\"ci\">[{}, {}]</span><span class=\"n\">n = {}</span></td>",
+            format::pct(i.estimate),
+            format::pct(i.low),
+            format::pct(i.high),
+            i.n
+        ),
+        None => format!("<td class=\"empty\">{ABSENT}</td>"),
+    };
+    // Overall plus one column per category: transposed as the leaderboard is.
+    if tasks_as_rows(t.columns.len() + 1, t.rows.len()) {
+        let _ = write!(p.s, "<th class=\"l\">{}</th>", esc(&t.field));
+        for r in &t.rows {
+            let _ = write!(p.s, "<th class=\"l\">{}</th>", esc(&r.label));
+        }
+        p.push("</tr></thead><tbody>\n<tr><th class=\"l\">Overall</th>");
+        for r in &t.rows {
+            p.push(&value(r.overall.as_ref()));
         }
         p.push("</tr>\n");
+        for (k, (_, name)) in t.columns.iter().enumerate() {
+            let _ = write!(p.s, "<tr><th class=\"l\">{}</th>", esc(name));
+            for r in &t.rows {
+                p.push(&value(r.values[k].as_ref()));
+            }
+            p.push("</tr>\n");
+        }
+    } else {
+        p.push("<th class=\"l\">Model</th><th>Overall</th>");
+        for (_, name) in &t.columns {
+            let _ = write!(p.s, "<th>{}</th>", esc(name));
+        }
+        p.push("</tr></thead><tbody>\n");
+        for r in &t.rows {
+            let _ = write!(p.s, "<tr><td class=\"l\">{}</td>", esc(&r.label));
+            p.push(&value(r.overall.as_ref()));
+            for v in &r.values {
+                p.push(&value(v.as_ref()));
+            }
+            p.push("</tr>\n");
+        }
     }
     p.push("</tbody></table></div>\n");
 }
@@ -308,27 +372,11 @@ pub fn render(report: &Report, figures: &[Figure], figure_notes: &[String]) -> S
         if s.title != "Leaderboard" {
             let _ = write!(p.s, "<h3>{}</h3>", esc(&s.title));
         }
-        p.push("<div class=\"scroll\"><table><thead><tr><th class=\"l\">Model</th>");
-        for c in &s.columns {
-            let _ = write!(p.s, "<th>{}</th>", column_head(c));
-        }
-        p.push("</tr></thead><tbody>");
-        for r in &s.rows {
-            let _ = write!(p.s, "<tr><td class=\"l\">{}</td>", esc(&r.label));
-            for c in &r.cells {
-                match c {
-                    Some(c) if c.n > 0 => {
-                        let _ = write!(p.s, "<td>{}</td>", esc(&format::unparseable(c)));
-                    }
-                    Some(_) => p.push("<td class=\"empty\">no scored items</td>"),
-                    None => {
-                        let _ = write!(p.s, "<td class=\"empty\">{ABSENT}</td>");
-                    }
-                }
-            }
-            p.push("</tr>");
-        }
-        p.push("</tbody></table></div>\n");
+        grid(&mut p, s, "Task", |r, c| match &r.cells[c] {
+            Some(c) if c.n > 0 => format!("<td>{}</td>", esc(&format::unparseable(c))),
+            Some(_) => "<td class=\"empty\">no scored items</td>".to_string(),
+            None => format!("<td class=\"empty\">{ABSENT}</td>"),
+        });
     }
     p.push("</section>\n");
 
@@ -348,8 +396,8 @@ pub fn render(report: &Report, figures: &[Figure], figure_notes: &[String]) -> S
             p.s,
             "<tr><td class=\"l\">{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td><td>{}</td>",
             esc(&r.label),
-            esc(if r.device.is_empty() { ABSENT } else { &r.device }),
-            esc(if r.dtype.is_empty() { ABSENT } else { &r.dtype }),
+            esc(format::setting(&r.device)),
+            esc(format::setting(&r.dtype)),
             if r.weight_bytes > 0 {
                 format::bytes(r.weight_bytes as f64)
             } else {
@@ -361,7 +409,7 @@ pub fn render(report: &Report, figures: &[Figure], figure_notes: &[String]) -> S
         }
         let _ = write!(
             p.s,
-            "<td class=\"l note\">{}</td></tr>",
+            "<td class=\"l note wrap\">{}</td></tr>",
             esc(r.overall.source.as_deref().unwrap_or(ABSENT))
         );
     }
@@ -377,14 +425,15 @@ pub fn render(report: &Report, figures: &[Figure], figure_notes: &[String]) -> S
         v
     };
     if !task_names.is_empty() {
-        p.push("<details><summary>Per task: p50 / p95 latency, items/s</summary><div class=\"scroll\"><table><thead><tr><th class=\"l\">Model</th>");
-        for t in &task_names {
-            let _ = write!(p.s, "<th>{}</th>", esc(t));
+        // Tasks as rows, models as columns: there are usually more tasks than models.
+        p.push("<details><summary>Per task: p50 / p95 latency, items/s</summary><div class=\"scroll\"><table><thead><tr><th class=\"l\">Task</th>");
+        for r in &report.efficiency {
+            let _ = write!(p.s, "<th class=\"l\">{}</th>", esc(&r.label));
         }
         p.push("</tr></thead><tbody>");
-        for r in &report.efficiency {
-            let _ = write!(p.s, "<tr><td class=\"l\">{}</td>", esc(&r.label));
-            for t in &task_names {
+        for t in &task_names {
+            let _ = write!(p.s, "<tr><th class=\"l\">{}</th>", esc(t));
+            for r in &report.efficiency {
                 match r.tasks.get(t) {
                     Some(perf) => {
                         let _ = write!(
@@ -427,9 +476,6 @@ pub fn render(report: &Report, figures: &[Figure], figure_notes: &[String]) -> S
              <code>faceval audit</code>.</p>",
             report.fairness_min_group_size
         );
-        if let Some(f) = fig("fairness-gaps") {
-            figure(&mut p, f);
-        }
         let mut tasks: Vec<&str> = report.fairness.iter().map(|f| f.task.as_str()).collect();
         tasks.dedup();
         for task in tasks {
@@ -562,7 +608,7 @@ pub fn render(report: &Report, figures: &[Figure], figure_notes: &[String]) -> S
     for r in &report.runs {
         let _ = write!(
             p.s,
-            "<tr><td class=\"l\"><code>{}</code></td><td class=\"l\">{}</td><td class=\"l\">{}</td><td class=\"l\">{} {}</td><td class=\"l\">{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td></tr>",
+            "<tr><td class=\"l wrap\"><code>{}</code></td><td class=\"l\">{}</td><td class=\"l\">{}</td><td class=\"l\">{} {}</td><td class=\"l wrap\">{}</td><td class=\"l wrap\">{}</td><td class=\"l wrap\">{}</td></tr>",
             esc(&r.dir),
             esc(&r.model),
             esc(&r.row),

@@ -193,16 +193,8 @@ pub fn render(report: &Report, figures: &[Figure], figure_notes: &[String]) -> S
     for r in &report.efficiency {
         let mut cells = vec![
             r.label.clone(),
-            if r.device.is_empty() {
-                ABSENT.into()
-            } else {
-                r.device.clone()
-            },
-            if r.dtype.is_empty() {
-                ABSENT.into()
-            } else {
-                r.dtype.clone()
-            },
+            format::setting(&r.device).to_string(),
+            format::setting(&r.dtype).to_string(),
             if r.weight_bytes > 0 {
                 format::bytes(r.weight_bytes as f64)
             } else {
@@ -229,7 +221,6 @@ pub fn render(report: &Report, figures: &[Figure], figure_notes: &[String]) -> S
             "Gap = max − min group accuracy over groups with n ≥ {}, [95% within-group bootstrap interval].\n",
             report.fairness_min_group_size
         );
-        image(&mut o, figures, "fairness-gaps");
         header(
             &mut o,
             &[

@@ -14,7 +14,7 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use rayon::prelude::*;
 
-use crate::leaderboard::Report;
+use crate::leaderboard::{FairnessField, Report};
 
 /// DejaVu Sans (Bitstream Vera licence, see `assets/LICENSE-DejaVu.txt`).
 static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
@@ -631,11 +631,14 @@ pub fn figures(report: &Report) -> Result<(Vec<Figure>, Vec<String>)> {
             ));
         }
     }
-    // Per-group accuracy, one figure per task with one panel per group field.
+    // Fairness: one figure per task. Its first panel is the max − min gap per group field
+    // (the fields where some model has a measurable gap), the others the per-group accuracies
+    // of each field, so a reader sees the gap and which group is behind it together.
     let mut tasks: Vec<&str> = report.fairness.iter().map(|f| f.task.as_str()).collect();
     tasks.dedup();
     for task in &tasks {
-        let fields: Vec<_> = report.fairness.iter().filter(|f| f.task == *task).collect();
+        let fields: Vec<&FairnessField> =
+            report.fairness.iter().filter(|f| f.task == *task).collect();
         let mut series: Vec<String> = Vec::new();
         for f in &fields {
             for r in &f.rows {
@@ -644,9 +647,75 @@ pub fn figures(report: &Report) -> Result<(Vec<Figure>, Vec<String>)> {
                 }
             }
         }
-        let panels = fields
+        let row_of = |f: &FairnessField, s: &str| f.rows.iter().find(|r| r.label == s).cloned();
+        let gap_of = |f: &FairnessField, s: &str| row_of(f, s)?.gap?.estimate;
+        let (measured, unmeasured): (Vec<&FairnessField>, Vec<&FairnessField>) = fields
             .iter()
-            .map(|f| DotPanel {
+            .partition(|f| series.iter().any(|s| gap_of(f, s).is_some()));
+        let mut caption = format!(
+            "Top: max − min group accuracy per group field, over groups with at least {} questions, \
+             with a 95% within-group bootstrap interval. Below: accuracy per group with its 95% Wilson interval.",
+            report.fairness_min_group_size
+        );
+        if !unmeasured.is_empty() {
+            let names: Vec<&str> = unmeasured.iter().map(|f| f.field.as_str()).collect();
+            caption.push_str(&format!(
+                " Left out of the gap panel, since no model has two groups of {} questions or more in them: {}.",
+                report.fairness_min_group_size,
+                names.join(", ")
+            ));
+        }
+        // A gap drawn without whiskers says why.
+        let mut bare: Vec<String> = Vec::new();
+        for f in &measured {
+            for s in &series {
+                if let Some(g) = row_of(f, s).and_then(|r| r.gap) {
+                    if g.estimate.is_some() && (g.low.is_none() || g.high.is_none()) {
+                        bare.push(format!(
+                            "{} ({s}): {}",
+                            f.field,
+                            g.reason.as_deref().unwrap_or("no interval")
+                        ));
+                    }
+                }
+            }
+        }
+        if !bare.is_empty() {
+            caption.push_str(&format!(" Gaps without an interval: {}.", bare.join("; ")));
+        }
+        let mut panels = Vec::new();
+        if !measured.is_empty() {
+            let values: Vec<Estimates> = series
+                .iter()
+                .map(|s| {
+                    measured
+                        .iter()
+                        .map(|f| {
+                            let g = row_of(f, s)?.gap?;
+                            let e = g.estimate?;
+                            Some((e, g.low.unwrap_or(e), g.high.unwrap_or(e)))
+                        })
+                        .collect()
+                })
+                .collect();
+            let hi = values
+                .iter()
+                .flatten()
+                .flatten()
+                .map(|v| v.2)
+                .fold(0.1, f64::max)
+                .min(1.0);
+            panels.push(DotPanel {
+                title: format!("{task}: max − min group accuracy"),
+                rows: measured.iter().map(|f| f.field.clone()).collect(),
+                values,
+                x_range: (0.0, (hi * 1.05).min(1.0)),
+                x_desc: "gap (accuracy points)".into(),
+                percent: true,
+            });
+        }
+        for f in &fields {
+            panels.push(DotPanel {
                 title: format!("{task}: accuracy by {}", f.field),
                 rows: f.groups.clone(),
                 values: series
@@ -666,69 +735,13 @@ pub fn figures(report: &Report) -> Result<(Vec<Figure>, Vec<String>)> {
                 x_range: (0.0, 1.0),
                 x_desc: "accuracy".into(),
                 percent: true,
-            })
-            .collect();
+            });
+        }
         specs.push((
             format!("groups-{}", slug(task)),
-            format!("{task}: accuracy by group"),
-            "Per-group accuracy with 95% Wilson intervals, one panel per group field.".into(),
+            format!("{task}: fairness"),
+            caption,
             Chart::Dots { series, panels },
-        ));
-    }
-    // Gaps: max − min group accuracy per task × field.
-    if !report.fairness.is_empty() {
-        let mut series: Vec<String> = Vec::new();
-        for f in &report.fairness {
-            for r in &f.rows {
-                if !series.contains(&r.label) {
-                    series.push(r.label.clone());
-                }
-            }
-        }
-        let rows: Vec<String> = report
-            .fairness
-            .iter()
-            .map(|f| format!("{} · {}", f.task, f.field))
-            .collect();
-        let values: Vec<Estimates> = series
-            .iter()
-            .map(|s| {
-                report
-                    .fairness
-                    .iter()
-                    .map(|f| {
-                        let g = f.rows.iter().find(|r| &r.label == s)?.gap.as_ref()?;
-                        let e = g.estimate?;
-                        Some((e, g.low.unwrap_or(e), g.high.unwrap_or(e)))
-                    })
-                    .collect()
-            })
-            .collect();
-        let hi = values
-            .iter()
-            .flatten()
-            .flatten()
-            .map(|v| v.2)
-            .fold(0.1, f64::max)
-            .min(1.0);
-        specs.push((
-            "fairness-gaps".into(),
-            "Accuracy gap between groups".into(),
-            format!(
-                "Max − min group accuracy over groups with at least {} questions, with a 95% within-group bootstrap interval.",
-                report.fairness_min_group_size
-            ),
-            Chart::Dots {
-                series,
-                panels: vec![DotPanel {
-                    title: "Max − min group accuracy".into(),
-                    rows,
-                    values,
-                    x_range: (0.0, (hi * 1.05).min(1.0)),
-                    x_desc: "gap (accuracy points)".into(),
-                    percent: true,
-                }],
-            },
         ));
     }
     // Latency CDF.
@@ -774,7 +787,11 @@ pub fn figures(report: &Report) -> Result<(Vec<Figure>, Vec<String>)> {
             },
         ));
     } else {
-        notes.push("Peak VRAM: not measured in any run (no GPU telemetry).".into());
+        notes.push(
+            "Peak VRAM: not measured in any run. Runs on a GPU record it (NVML, sampled while the run goes); \
+             CPU runs and served models have none."
+                .into(),
+        );
     }
     // Confusion matrices.
     for set in &report.confusion {
