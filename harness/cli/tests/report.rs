@@ -193,6 +193,11 @@ fn demo_report_renders_in_a_browser() {
         });
         assert!(has_row, "{model} has no row");
     }
+    // The demo's three models ask the same task definitions: one leaderboard holds them all.
+    let labels: Vec<&str> = rows.iter().map(|r| r["label"].as_str().unwrap()).collect();
+    for model in ["majority", "random", "tiny-internvl3"] {
+        assert!(labels.contains(&model), "{model} not in the main leaderboard: {labels:?}");
+    }
     for s in &sections[1..] {
         assert!(
             s["note"].as_str().unwrap().contains("not comparable"),

@@ -8,11 +8,9 @@ use std::path::{Path, PathBuf};
 
 use faceval_models::internvl::tiny::{write_checkpoint, TinySpec};
 use faceval_models::internvl::{parse_device, parse_dtype, InternVlModel};
-use faceval_models::Model;
+use faceval_models::{Generation, Model, Request};
 
-use crate::prompt::sha256_hex;
 use crate::run_folder::Manifest;
-use crate::task::{QuestionStyle, Scoring, Task};
 
 /// Model name in the demo's run folders and summary.
 pub const NAME: &str = "tiny-internvl3";
@@ -26,39 +24,59 @@ pub fn checkpoint_dir(out: &Path) -> PathBuf {
     out.join("models").join(NAME)
 }
 
+/// Longest answer the demo lets the tiny model generate. Random weights never say their end
+/// token, so a chain-of-thought task's 1,024 tokens would be generated in full, for an answer
+/// that parses as nothing either way; the cap keeps the demo to seconds. It is recorded in the
+/// run manifest's notes (`demo.max_new_tokens`). The task definitions stay as written.
+pub const MAX_NEW_TOKENS: usize = 16;
+
+/// The tiny model with its answers capped at [`MAX_NEW_TOKENS`].
+pub struct TinyModel(InternVlModel);
+
+impl Model for TinyModel {
+    fn info(&self) -> faceval_models::ModelInfo {
+        self.0.info()
+    }
+
+    fn generate(&mut self, request: &Request) -> anyhow::Result<Generation> {
+        self.0.generate(&capped(request))
+    }
+
+    fn generate_batch(&mut self, requests: &[Request]) -> Vec<anyhow::Result<Generation>> {
+        let capped: Vec<Request> = requests.iter().map(capped).collect();
+        self.0.generate_batch(&capped)
+    }
+
+    fn clear_caches(&mut self) {
+        self.0.clear_caches()
+    }
+
+    fn set_feature_cache_bytes(&mut self, bytes: u64) {
+        self.0.set_feature_cache_bytes(bytes)
+    }
+
+    fn choice_logprobs(&mut self, request: &Request) -> anyhow::Result<Option<Vec<f64>>> {
+        self.0.choice_logprobs(request)
+    }
+}
+
+fn capped(request: &Request) -> Request {
+    Request {
+        max_new_tokens: request.max_new_tokens.min(MAX_NEW_TOKENS),
+        ..request.clone()
+    }
+}
+
 /// Writes the checkpoint (weights drawn from `seed`) and loads it on the CPU in f32.
-pub fn prepare(out: &Path, seed: u64) -> anyhow::Result<InternVlModel> {
+pub fn prepare(out: &Path, seed: u64) -> anyhow::Result<TinyModel> {
     let dir = checkpoint_dir(out);
     write_checkpoint(&dir, &TinySpec::demo(), seed)?;
     let dir = dir.canonicalize().unwrap_or(dir);
-    InternVlModel::load(
+    Ok(TinyModel(InternVlModel::load(
         &dir.display().to_string(),
         &parse_device("cpu")?,
         parse_dtype("f32")?,
-    )
-}
-
-/// The task as the demo asks the tiny model: scored by likelihood, so that its answer is always
-/// one of the options and its accuracy is chance. Random weights generate text that no
-/// extractor parses (0% accuracy, 100% unparseable), which says nothing about the harness.
-/// Numeric tasks have no options to score and are left out (`None`), as for `random`. The
-/// fingerprint covers the change, so these runs never pass for runs of the task as written.
-pub fn adapt(task: &Task) -> Option<Task> {
-    if task.spec.question.style == QuestionStyle::Numeric {
-        return None;
-    }
-    let mut t = task.clone();
-    if t.spec.question.scoring != Scoring::Likelihood {
-        t.spec.question.scoring = Scoring::Likelihood;
-        t.fingerprint = sha256_hex(
-            format!(
-                "{}\n# demo: question.scoring = \"likelihood\"",
-                task.fingerprint
-            )
-            .as_bytes(),
-        );
-    }
-    Some(t)
+    )?))
 }
 
 /// Records what a loaded model says about itself (kind, weights, device, dtype) in a demo run
@@ -72,6 +90,9 @@ pub fn describe(manifest: &mut Manifest, model: &dyn Model) {
     manifest.dtype = info.dtype;
     if info.kind == "internvl" {
         manifest.model.source = info.name;
+        manifest
+            .notes
+            .insert("demo.max_new_tokens".into(), MAX_NEW_TOKENS.to_string());
         manifest.notes.insert(
             "demo.model".into(),
             "InternVL3 architecture with seeded random weights (faceval demo): chance by construction"
