@@ -4,9 +4,12 @@
 //! A piece, once handed out, cannot be taken back, so the stream only releases text that later
 //! tokens cannot change:
 //!
-//! - trailing U+FFFD replacement characters are held back: a byte-level tokenizer decodes an
-//!   incomplete UTF-8 sequence (the first token of a multi-byte character) as U+FFFD, and the
-//!   next token turns it into the real character;
+//! - up to three trailing U+FFFD replacement characters are held back: a tokenizer decodes an
+//!   incomplete UTF-8 sequence (the first token of a multi-byte character) as U+FFFD — one for
+//!   byte-level BPE, which decodes all bytes with `from_utf8_lossy`, one per byte token for
+//!   SentencePiece byte fallback — and the next token may turn it into the real character. An
+//!   incomplete sequence is at most three bytes, so replacement characters before the last
+//!   three are final (a model that emits invalid bytes still streams);
 //! - text from the first stop string on is never released (the answer is cut there), and a
 //!   tail that could be the start of a stop string waits until the next step shows whether it is;
 //! - a step whose text does not extend what was already released releases nothing.
@@ -15,6 +18,9 @@
 //! equal the answer byte for byte — or says that they cannot (a tokenizer whose decoding of a
 //! prefix is not a prefix of the decoding of the whole, which byte-level BPE and SentencePiece
 //! decoders never do).
+
+/// Longest incomplete UTF-8 sequence: trailing U+FFFD beyond this many are final.
+const MAX_INCOMPLETE: usize = 3;
 
 /// Incremental release of a generated answer's text; see the module documentation.
 #[derive(Debug, Clone)]
@@ -46,7 +52,14 @@ impl TextStream {
     /// Given the decoding of every token generated so far, the new text that is safe to hand
     /// out (often empty).
     pub fn update(&mut self, decoded: &str) -> String {
-        let mut end = decoded.trim_end_matches('\u{FFFD}').len();
+        let mut end = decoded.len()
+            - decoded
+                .chars()
+                .rev()
+                .take(MAX_INCOMPLETE)
+                .take_while(|&c| c == '\u{FFFD}')
+                .count()
+                * '\u{FFFD}'.len_utf8();
         match self
             .stops
             .iter()
@@ -123,6 +136,13 @@ mod tests {
         // ... or at the end.
         let p = run(&[], &["x\u{FFFD}"], "x\u{FFFD}");
         assert_eq!(p, ["x", "\u{FFFD}"]);
+        // Byte fallback: one U+FFFD per byte token until the character is complete.
+        let p = run(&[], &["a\u{FFFD}", "a\u{FFFD}\u{FFFD}", "a\u{1F600}"], "a\u{1F600}");
+        assert_eq!(p, ["a", "", "\u{1F600}", ""]);
+        // Invalid bytes (a random model): all but the last three come out as they arrive.
+        let r = "\u{FFFD}";
+        let p = run(&[], &[&r.repeat(2), &r.repeat(5), &r.repeat(6)], &r.repeat(6));
+        assert_eq!(p, ["".to_string(), r.repeat(2), r.to_string(), r.repeat(3)]);
     }
 
     #[test]
