@@ -369,16 +369,8 @@ pub fn serve(args: ServeArgs, baselines_dir: &Path) -> anyhow::Result<ExitCode> 
     println!("listening on http://{bound}");
     use std::io::Write;
     let _ = std::io::stdout().flush();
-    if !served.cfg.loopback && served.cfg.api_key.is_none() {
-        eprintln!(
-            "warning: listening on {bound}, which is not a loopback address, without --api-key: \
-             anyone who can reach this machine can use the model{}. Set --api-key KEY (or {API_KEY_ENV}).",
-            if served.cfg.allow_files.is_some() {
-                " and read the images under --allow-files"
-            } else {
-                ""
-            }
-        );
+    if let Some(warning) = exposure_warning(bound, &served.cfg) {
+        eprintln!("{warning}");
     }
     if let Some(dir) = &served.cfg.allow_files {
         eprintln!(
@@ -412,6 +404,22 @@ pub fn serve(args: ServeArgs, baselines_dir: &Path) -> anyhow::Result<ExitCode> 
         match ended {
             Err(e) => format!(": {e}"),
             Ok(()) => String::new(),
+        }
+    ))
+}
+
+/// The warning printed when the server listens beyond loopback without an API key.
+fn exposure_warning(bound: std::net::SocketAddr, cfg: &Config) -> Option<String> {
+    if bound.ip().is_loopback() || cfg.api_key.is_some() {
+        return None;
+    }
+    Some(format!(
+        "warning: listening on {bound}, which is not a loopback address, without --api-key: \
+         anyone who can reach this machine can use the model{}. Set --api-key KEY (or {API_KEY_ENV}).",
+        if cfg.allow_files.is_some() {
+            " and read the images under --allow-files"
+        } else {
+            ""
         }
     ))
 }
@@ -1224,10 +1232,17 @@ fn answer(
         choice_texts: vec![],
         seed: req.seed,
     };
+    // Generation stops when nobody waits for it any more: the HTTP side dropped the request
+    // (client gone) or, streaming, the event stream's reader went away.
     let mut on_text = |piece: &str| {
-        if cancelled.load(Ordering::Relaxed)
-            || (req.stream && tx.blocking_send(Event::Text(piece.to_string())).is_err())
-        {
+        let gone = cancelled.load(Ordering::Relaxed)
+            || (req.stream
+                && if piece.is_empty() {
+                    tx.is_closed()
+                } else {
+                    tx.blocking_send(Event::Text(piece.to_string())).is_err()
+                });
+        if gone {
             ControlFlow::Break(())
         } else {
             ControlFlow::Continue(())
@@ -1286,52 +1301,6 @@ fn answer(
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn loopback_authorities() {
-        for ok in [
-            "localhost",
-            "localhost:8000",
-            "LOCALHOST.:80",
-            "app.localhost:3000",
-            "127.0.0.1",
-            "127.0.0.1:8000",
-            "127.9.9.9:1",
-            "[::1]",
-            "[::1]:8000",
-        ] {
-            assert!(is_loopback_authority(ok), "{ok}");
-        }
-        for no in [
-            "evil.com",
-            "evil.com:8000",
-            "localhost.evil.com",
-            "127.0.0.1.nip.io:8000",
-            "10.0.0.1:8000",
-            "[::2]:80",
-            "[::1]x",
-            "127.0.0.1:80:80",
-            "",
-            "0.0.0.0:8000",
-        ] {
-            assert!(!is_loopback_authority(no), "{no}");
-        }
-        assert_eq!(origin_authority("http://localhost:3000"), Some("localhost:3000"));
-        assert_eq!(origin_authority("https://evil.com/x"), Some("evil.com"));
-        assert_eq!(origin_authority("null"), None);
-    }
-
-    #[test]
-    fn keys_compare_whole() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"abcd"));
-    }
-}
-
 /// The client for a `kind = "openai"` manifest, probed and ready. Any failure is an input
 /// error (exit 2): at this point it is always the address, key or model named in the manifest.
 pub fn connect_openai(m: &ModelManifest) -> anyhow::Result<OpenAiModel> {
@@ -1373,4 +1342,74 @@ pub fn connect_openai(m: &ModelManifest) -> anyhow::Result<OpenAiModel> {
     }
     cfg.report_on_drop = true;
     OpenAiModel::connect(cfg).map_err(|e| input_error(format!("model {}: {e:#}", m.name)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_authorities() {
+        for ok in [
+            "localhost",
+            "localhost:8000",
+            "LOCALHOST.:80",
+            "app.localhost:3000",
+            "127.0.0.1",
+            "127.0.0.1:8000",
+            "127.9.9.9:1",
+            "[::1]",
+            "[::1]:8000",
+        ] {
+            assert!(is_loopback_authority(ok), "{ok}");
+        }
+        for no in [
+            "evil.com",
+            "evil.com:8000",
+            "localhost.evil.com",
+            "127.0.0.1.nip.io:8000",
+            "10.0.0.1:8000",
+            "[::2]:80",
+            "[::1]x",
+            "127.0.0.1:80:80",
+            "",
+            "0.0.0.0:8000",
+        ] {
+            assert!(!is_loopback_authority(no), "{no}");
+        }
+        assert_eq!(origin_authority("http://localhost:3000"), Some("localhost:3000"));
+        assert_eq!(origin_authority("https://evil.com/x"), Some("evil.com"));
+        assert_eq!(origin_authority("null"), None);
+    }
+
+    #[test]
+    fn serving_beyond_loopback_without_a_key_is_warned_about() {
+        let mut cfg = Config {
+            allow_files: None,
+            api_key: None,
+            max_body_bytes: 1,
+            max_images: 1,
+            max_image_pixels: 1,
+            max_tokens_limit: 1,
+            read_timeout: Duration::from_secs(1),
+            write_timeout: Duration::from_secs(1),
+            loopback: false,
+        };
+        let lan: std::net::SocketAddr = "0.0.0.0:8000".parse().unwrap();
+        let warning = exposure_warning(lan, &cfg).unwrap();
+        assert!(warning.contains("0.0.0.0:8000") && warning.contains("--api-key"), "{warning}");
+        assert!(exposure_warning("127.0.0.1:8000".parse().unwrap(), &cfg).is_none());
+        assert!(exposure_warning("[::1]:8000".parse().unwrap(), &cfg).is_none());
+        cfg.allow_files = Some(PathBuf::from("/data"));
+        assert!(exposure_warning(lan, &cfg).unwrap().contains("--allow-files"));
+        cfg.api_key = Some("k".into());
+        assert!(exposure_warning(lan, &cfg).is_none());
+    }
+
+    #[test]
+    fn keys_compare_whole() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
 }

@@ -1360,6 +1360,11 @@ fn slow_clients_hold_no_worker_and_are_cut_off_at_the_read_timeout() {
         assert_eq!(&v["choices"][0]["message"]["content"], want);
     }
     let first_cut = slow.iter().map(|(_, _, t)| *t).min().unwrap();
+    eprintln!(
+        "8 clients done after {:?}; slow clients cut after {:?}",
+        last_fast - started,
+        slow.iter().map(|(d, _, _)| *d).collect::<Vec<_>>()
+    );
     assert!(
         last_fast < first_cut,
         "the eight clients finished {:?} after the start, the first slow client was cut at {:?}",
@@ -1602,4 +1607,59 @@ fn the_official_openai_python_client_lists_chats_and_streams() {
     assert_eq!(v["logprob_tokens"].as_array().unwrap().len(), n);
     assert!(v["top_counts"].as_array().unwrap().iter().all(|c| c == 3), "{v}");
     assert_eq!(v["auth"], "refused");
+}
+
+#[test]
+fn a_client_that_leaves_mid_answer_frees_the_model() {
+    let server = Server::start_with(0, &["--max-tokens-limit", "4000"], &[]);
+    let port = server.port;
+    let text_chat = |max_tokens: usize| {
+        serde_json::json!({
+            "model": "tiny",
+            "messages": [{"role": "user", "content": "Tell me everything."}],
+            "max_tokens": max_tokens,
+        })
+    };
+    // How long 100 tokens take (after a warm-up).
+    chat(port, &text_chat(5));
+    let t = Instant::now();
+    let (status, v) = chat(port, &text_chat(100));
+    assert_eq!((status, v["usage"]["completion_tokens"].as_u64()), (200, Some(100)));
+    let full_answer = t.elapsed() * 40;
+
+    for stream in [true, false] {
+        // Ask for 4000 tokens, read a little, hang up.
+        let mut body = text_chat(4000);
+        body["stream"] = serde_json::json!(stream);
+        let body = body.to_string();
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        write!(
+            s,
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        if stream {
+            let mut first = [0u8; 256];
+            let n = s.read(&mut first).unwrap();
+            assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+        } else {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        drop(s);
+        // The next request does not wait for the abandoned answer.
+        let t = Instant::now();
+        let (status, _) = chat(port, &text_chat(5));
+        assert_eq!(status, 200);
+        eprintln!(
+            "stream = {stream}: next answer after {:?}; the abandoned one would take about {full_answer:?}",
+            t.elapsed()
+        );
+        assert!(
+            t.elapsed() < full_answer / 3,
+            "stream = {stream}: the next answer took {:?}; the abandoned one would take about {full_answer:?}",
+            t.elapsed()
+        );
+    }
 }

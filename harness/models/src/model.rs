@@ -104,7 +104,8 @@ pub trait Model: Send {
 
     /// Greedy generation that hands out the answer's text as it is decoded. `on_text` receives
     /// successive pieces whose concatenation is, byte for byte, the returned
-    /// [`Generation::text`]; the generation equals [`Model::generate`]'s. Returning
+    /// [`Generation::text`]; the generation equals [`Model::generate`]'s. A piece may be empty
+    /// (a step that released no text), so that the caller can stop early. Returning
     /// [`ControlFlow::Break`] from `on_text` stops decoding early (the reader went away): the
     /// result then holds what was decoded so far and no further piece is handed out. The
     /// default runs [`Model::generate`] and hands out the whole text once; models that decode

@@ -456,8 +456,10 @@ impl Model for InternVlModel {
             let Ok(text) = self.text.decode(toks, true) else {
                 return false;
             };
+            // Called every step, with an empty piece when nothing new is safe to release, so
+            // that the caller can stop a generation nobody reads any more.
             let piece = stream.update(&text);
-            if !piece.is_empty() && on_text(&piece).is_break() {
+            if on_text(&piece).is_break() {
                 halted = true;
                 return true;
             }
