@@ -511,10 +511,8 @@ fn error_body(code: u16, message: &str) -> Value {
 fn error_response(code: u16, message: &str) -> Response {
     let mut r = json_response(code, &error_body(code, message));
     if code == 401 {
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer"),
-        );
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
     r
 }
@@ -598,7 +596,8 @@ async fn route(req: hyper::Request<Incoming>, served: Arc<Served>) -> Response {
     if let Err((code, msg)) = check_access(&req, &served.cfg, &path) {
         return error_response(code, &msg);
     }
-    let model_object = || json!({"id": served.name, "object": "model", "created": 0, "owned_by": "faceval"});
+    let model_object =
+        || json!({"id": served.name, "object": "model", "created": 0, "owned_by": "faceval"});
     match (req.method(), path.as_str()) {
         (&Method::GET, "/v1/models") => {
             json_response(200, &json!({"object": "list", "data": [model_object()]}))
@@ -679,7 +678,9 @@ async fn chat(req: hyper::Request<Incoming>, served: Arc<Served>) -> Response {
     let too_large = || {
         error_response(
             413,
-            &format!("the request body is over this server's limit of {max} bytes (--max-body-bytes)"),
+            &format!(
+                "the request body is over this server's limit of {max} bytes (--max-body-bytes)"
+            ),
         )
     };
     let declared = req
@@ -711,9 +712,8 @@ async fn chat(req: hyper::Request<Incoming>, served: Arc<Served>) -> Response {
     let cancel_guard = CancelOnDrop(Arc::clone(&cancelled));
     let job = Arc::clone(&served);
     tokio::task::spawn_blocking(move || {
-        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            answer(&body, &job, &tx, &cancelled)
-        }));
+        let outcome =
+            std::panic::catch_unwind(AssertUnwindSafe(|| answer(&body, &job, &tx, &cancelled)));
         let event = match outcome {
             Ok(Ok(a)) => Event::Done(Box::new(a)),
             Ok(Err(e)) => Event::Failed(e),
@@ -834,7 +834,8 @@ impl Sse {
                     u["usage"] = a.usage();
                     self.push(&u);
                 }
-                self.pending.push_back(Bytes::from_static(b"data: [DONE]\n\n"));
+                self.pending
+                    .push_back(Bytes::from_static(b"data: [DONE]\n\n"));
                 self.rx = None;
             }
             Event::Failed((code, msg)) => {
@@ -959,8 +960,8 @@ fn parse_chat(body: &[u8], served: &Served) -> Result<ChatRequest, HttpError> {
                                     "content[{i}]: an image_url part needs image_url.url"
                                 ))
                             })?;
-                        let bytes = image_bytes(url, cfg)
-                            .map_err(|m| bad(format!("content[{i}]: {m}")))?;
+                        let bytes =
+                            image_bytes(url, cfg).map_err(|m| bad(format!("content[{i}]: {m}")))?;
                         check_dimensions(&bytes, cfg.max_image_pixels)
                             .map_err(|m| bad(format!("content[{i}]: {m}")))?;
                         images.push(bytes);
@@ -1377,7 +1378,10 @@ mod tests {
         ] {
             assert!(!is_loopback_authority(no), "{no}");
         }
-        assert_eq!(origin_authority("http://localhost:3000"), Some("localhost:3000"));
+        assert_eq!(
+            origin_authority("http://localhost:3000"),
+            Some("localhost:3000")
+        );
         assert_eq!(origin_authority("https://evil.com/x"), Some("evil.com"));
         assert_eq!(origin_authority("null"), None);
     }
@@ -1397,11 +1401,16 @@ mod tests {
         };
         let lan: std::net::SocketAddr = "0.0.0.0:8000".parse().unwrap();
         let warning = exposure_warning(lan, &cfg).unwrap();
-        assert!(warning.contains("0.0.0.0:8000") && warning.contains("--api-key"), "{warning}");
+        assert!(
+            warning.contains("0.0.0.0:8000") && warning.contains("--api-key"),
+            "{warning}"
+        );
         assert!(exposure_warning("127.0.0.1:8000".parse().unwrap(), &cfg).is_none());
         assert!(exposure_warning("[::1]:8000".parse().unwrap(), &cfg).is_none());
         cfg.allow_files = Some(PathBuf::from("/data"));
-        assert!(exposure_warning(lan, &cfg).unwrap().contains("--allow-files"));
+        assert!(exposure_warning(lan, &cfg)
+            .unwrap()
+            .contains("--allow-files"));
         cfg.api_key = Some("k".into());
         assert!(exposure_warning(lan, &cfg).is_none());
     }

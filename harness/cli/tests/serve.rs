@@ -764,10 +764,9 @@ fn http(
     if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
         head += &format!("Host: 127.0.0.1:{port}\r\n");
     }
-    if !headers
-        .iter()
-        .any(|(k, _)| k.eq_ignore_ascii_case("content-length") || k.eq_ignore_ascii_case("transfer-encoding"))
-    {
+    if !headers.iter().any(|(k, _)| {
+        k.eq_ignore_ascii_case("content-length") || k.eq_ignore_ascii_case("transfer-encoding")
+    }) {
         head += &format!("Content-Length: {}\r\n", body.len());
     }
     for (k, v) in headers {
@@ -840,7 +839,10 @@ fn chat(port: u16, body: &serde_json::Value) -> (u16, serde_json::Value) {
 /// The message of an OpenAI-style error answer (and a check of its shape).
 fn error_message(v: &serde_json::Value) -> String {
     assert!(v["error"]["type"].is_string(), "{v}");
-    v["error"]["message"].as_str().unwrap_or_else(|| panic!("{v}")).to_string()
+    v["error"]["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{v}"))
+        .to_string()
 }
 
 /// A streamed chat request: its status, the parsed `data:` events before `[DONE]`, whether
@@ -908,7 +910,10 @@ fn streamed_deltas_join_to_the_non_streamed_answer_byte_for_byte() {
     let mut multi_delta = 0;
     let mut non_ascii = 0;
     for (i, img) in images.iter().enumerate() {
-        for (k, prompt) in ["Describe this face.", "Wie alt ist diese Person? 年龄?"].iter().enumerate() {
+        for (k, prompt) in ["Describe this face.", "Wie alt ist diese Person? 年龄?"]
+            .iter()
+            .enumerate()
+        {
             let mut body = image_chat(&data_url(img), prompt, 40);
             body["seed"] = serde_json::json!(i * 2 + k);
             let (status, whole) = chat(port, &body);
@@ -966,7 +971,10 @@ fn streamed_deltas_join_to_the_non_streamed_answer_byte_for_byte() {
         }
     }
     // Tokens arrive as they are decoded, not as one piece at the end.
-    assert!(multi_delta >= 4, "only {multi_delta} answers came in several pieces");
+    assert!(
+        multi_delta >= 4,
+        "only {multi_delta} answers came in several pieces"
+    );
     eprintln!("{non_ascii} of 8 answers hold non-ASCII text");
 
     // Logprobs requested with stream: the finish chunk carries them, as the non-streamed answer.
@@ -977,7 +985,10 @@ fn streamed_deltas_join_to_the_non_streamed_answer_byte_for_byte() {
     body["stream"] = serde_json::json!(true);
     let (_, events, _) = stream_chat(port, &body);
     let fin = events.last().unwrap();
-    assert_eq!(fin["choices"][0]["logprobs"], whole["choices"][0]["logprobs"]);
+    assert_eq!(
+        fin["choices"][0]["logprobs"],
+        whole["choices"][0]["logprobs"]
+    );
     assert!(fin.get("usage").is_none(), "usage only when asked for");
 
     // An error before the first token is a plain JSON error, not a stream.
@@ -1000,7 +1011,10 @@ fn file_urls_are_refused_by_default_and_confined_to_allow_files() {
     std::os::unix::fs::symlink("/dev/zero", served.join("zero.png")).unwrap();
     std::os::unix::fs::symlink("/etc", served.join("etc")).unwrap();
     let fifo = served.join("fifo.png");
-    let made_fifo = Command::new("mkfifo").arg(&fifo).status().is_ok_and(|s| s.success());
+    let made_fifo = Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .is_ok_and(|s| s.success());
     let reference = {
         let server = Server::start(0);
         let (status, v) = chat(server.port, &image_chat(&data_url(img), "Who?", 6));
@@ -1009,7 +1023,10 @@ fn file_urls_are_refused_by_default_and_confined_to_allow_files() {
         let url = format!("file://{}", served.join("face.png").display());
         let (status, refused) = chat(server.port, &image_chat(&url, "Who?", 6));
         assert_eq!(status, 400);
-        assert!(error_message(&refused).contains("--allow-files"), "{refused}");
+        assert!(
+            error_message(&refused).contains("--allow-files"),
+            "{refused}"
+        );
         v
     };
 
@@ -1028,8 +1045,7 @@ fn file_urls_are_refused_by_default_and_confined_to_allow_files() {
         let (status, v) = chat(port, &image_chat(&url, "Who?", 6));
         assert_eq!(status, 200, "{url}: {v}");
         assert_eq!(
-            v["choices"][0]["message"]["content"],
-            reference["choices"][0]["message"]["content"],
+            v["choices"][0]["message"]["content"], reference["choices"][0]["message"]["content"],
             "{url}"
         );
     }
@@ -1055,10 +1071,20 @@ fn file_urls_are_refused_by_default_and_confined_to_allow_files() {
     for url in &refused {
         let started = Instant::now();
         let (status, v) = chat(port, &image_chat(url, "Who?", 6));
-        assert!(started.elapsed() < Duration::from_secs(10), "{url} took {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{url} took {:?}",
+            started.elapsed()
+        );
         assert_eq!(status, 400, "{url}: {v}");
         let msg = error_message(&v);
-        for leak in ["os error", "No such file", "ermission", "Is a directory", "Not a directory"] {
+        for leak in [
+            "os error",
+            "No such file",
+            "ermission",
+            "Is a directory",
+            "Not a directory",
+        ] {
             assert!(!msg.contains(leak), "{url}: {msg}");
         }
         messages.insert(msg.replace(url.as_str(), "URL"));
@@ -1107,7 +1133,11 @@ fn crc32(data: &[u8]) -> u32 {
     for &b in data {
         c ^= b as u32;
         for _ in 0..8 {
-            c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
         }
     }
     !c
@@ -1170,7 +1200,10 @@ fn every_limit_is_a_4xx_that_names_its_flag() {
     let (status, v) = chat(port, &body);
     assert_eq!(status, 400);
     let msg = error_message(&v);
-    assert!(msg.contains("3 images") && msg.contains("--max-images"), "{msg}");
+    assert!(
+        msg.contains("3 images") && msg.contains("--max-images"),
+        "{msg}"
+    );
 
     // Pixels per image: a real 600x500 image, and a header claiming 100000x100000 (refused
     // from its header, before any allocation).
@@ -1252,7 +1285,10 @@ fn max_tokens_stops_at_the_end_of_the_models_context() {
     assert!(text.contains("\"max_position_embeddings\": 32768"));
     std::fs::write(
         &cfg,
-        text.replace("\"max_position_embeddings\": 32768", "\"max_position_embeddings\": 64"),
+        text.replace(
+            "\"max_position_embeddings\": 32768",
+            "\"max_position_embeddings\": 64",
+        ),
     )
     .unwrap();
     let server = Server::start_model(0, dir.path(), &["--max-tokens-limit", "1000"], &[]);
@@ -1279,7 +1315,14 @@ fn wait_for_health(port: u16) -> serde_json::Value {
         if status == 200 {
             return v;
         }
-        assert_eq!((status, &v["status"], &v["loaded"]), (503, &serde_json::json!("loading"), &serde_json::json!(false)));
+        assert_eq!(
+            (status, &v["status"], &v["loaded"]),
+            (
+                503,
+                &serde_json::json!("loading"),
+                &serde_json::json!(false)
+            )
+        );
         assert!(started.elapsed() < Duration::from_secs(60), "{v}");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -1322,7 +1365,13 @@ fn slow_clients_hold_no_worker_and_are_cut_off_at_the_read_timeout() {
     let port = server.port;
     let images = fixture_images();
     let bodies: Vec<serde_json::Value> = (0..8)
-        .map(|i| image_chat(&data_url(&images[i % images.len()]), &format!("Face {i}?"), 5))
+        .map(|i| {
+            image_chat(
+                &data_url(&images[i % images.len()]),
+                &format!("Face {i}?"),
+                5,
+            )
+        })
         .collect();
     // What one client alone gets (this also warms the model up).
     let alone: Vec<serde_json::Value> = bodies
@@ -1340,7 +1389,11 @@ fn slow_clients_hold_no_worker_and_are_cut_off_at_the_read_timeout() {
         );
         let slow: Vec<_> = (0..16)
             .map(|i| {
-                let head = if i < 8 { head_only.clone() } else { with_body.clone() };
+                let head = if i < 8 {
+                    head_only.clone()
+                } else {
+                    with_body.clone()
+                };
                 s.spawn(move || slow_client(port, head.as_bytes(), if i < 8 { b'X' } else { b' ' }))
             })
             .collect();
@@ -1383,12 +1436,17 @@ fn slow_clients_hold_no_worker_and_are_cut_off_at_the_read_timeout() {
     }
     // An idle keep-alive connection is closed too.
     let mut idle = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    idle.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
     let t = Instant::now();
     let mut buf = [0u8; 16];
     let n = idle.read(&mut buf).unwrap_or(0);
     assert_eq!(n, 0);
-    assert!(t.elapsed() < Duration::from_secs(15), "idle for {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(15),
+        "idle for {:?}",
+        t.elapsed()
+    );
     // And the server is still there.
     let (status, _, body) = http(port, "GET", "/health", &[], b"");
     assert_eq!(status, 200);
@@ -1431,7 +1489,10 @@ fn failed_and_panicking_requests_never_take_the_server_down() {
         assert_eq!(status, 200, "{v}");
         assert_eq!(v["choices"], good["choices"]);
     }
-    assert!(server.child.try_wait().unwrap().is_none(), "the server exited");
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "the server exited"
+    );
     server.kill();
 }
 
@@ -1446,8 +1507,14 @@ fn api_key_host_and_origin_checks() {
     let (status, body) = get(&[], "/v1/models");
     assert_eq!(status, 401);
     assert!(body.contains("Authorization: Bearer"), "{body}");
-    assert_eq!(get(&[("Authorization", "Bearer wrong")], "/v1/models").0, 401);
-    assert_eq!(get(&[("Authorization", "Bearer sekre")], "/v1/models").0, 401);
+    assert_eq!(
+        get(&[("Authorization", "Bearer wrong")], "/v1/models").0,
+        401
+    );
+    assert_eq!(
+        get(&[("Authorization", "Bearer sekre")], "/v1/models").0,
+        401
+    );
     assert_eq!(get(&[("Authorization", "sekret")], "/v1/models").0, 401);
     let ok = [("Authorization", "Bearer sekret")];
     assert_eq!(get(&ok, "/v1/models").0, 200);
@@ -1478,7 +1545,12 @@ fn api_key_host_and_origin_checks() {
         assert_eq!(get(&[("Host", host), ok[0]], "/v1/models").0, 200, "{host}");
     }
     let evil_port = format!("evil.example:{port}");
-    for host in ["evil.example", evil_port.as_str(), "127.0.0.1.nip.io", "0.0.0.0"] {
+    for host in [
+        "evil.example",
+        evil_port.as_str(),
+        "127.0.0.1.nip.io",
+        "0.0.0.0",
+    ] {
         let (status, body) = get(&[("Host", host), ok[0]], "/v1/models");
         assert_eq!(status, 421, "{host}: {body}");
         assert!(body.contains("loopback"), "{body}");
@@ -1605,7 +1677,10 @@ fn the_official_openai_python_client_lists_chats_and_streams() {
     assert_eq!(v["stream_usage"], v["usage"]);
     let n = v["usage"]["completion_tokens"].as_u64().unwrap() as usize;
     assert_eq!(v["logprob_tokens"].as_array().unwrap().len(), n);
-    assert!(v["top_counts"].as_array().unwrap().iter().all(|c| c == 3), "{v}");
+    assert!(
+        v["top_counts"].as_array().unwrap().iter().all(|c| c == 3),
+        "{v}"
+    );
     assert_eq!(v["auth"], "refused");
 }
 
@@ -1624,7 +1699,10 @@ fn a_client_that_leaves_mid_answer_frees_the_model() {
     chat(port, &text_chat(5));
     let t = Instant::now();
     let (status, v) = chat(port, &text_chat(100));
-    assert_eq!((status, v["usage"]["completion_tokens"].as_u64()), (200, Some(100)));
+    assert_eq!(
+        (status, v["usage"]["completion_tokens"].as_u64()),
+        (200, Some(100))
+    );
     let full_answer = t.elapsed() * 40;
 
     for stream in [true, false] {

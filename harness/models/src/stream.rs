@@ -137,11 +137,19 @@ mod tests {
         let p = run(&[], &["x\u{FFFD}"], "x\u{FFFD}");
         assert_eq!(p, ["x", "\u{FFFD}"]);
         // Byte fallback: one U+FFFD per byte token until the character is complete.
-        let p = run(&[], &["a\u{FFFD}", "a\u{FFFD}\u{FFFD}", "a\u{1F600}"], "a\u{1F600}");
+        let p = run(
+            &[],
+            &["a\u{FFFD}", "a\u{FFFD}\u{FFFD}", "a\u{1F600}"],
+            "a\u{1F600}",
+        );
         assert_eq!(p, ["a", "", "\u{1F600}", ""]);
         // Invalid bytes (a random model): all but the last three come out as they arrive.
         let r = "\u{FFFD}";
-        let p = run(&[], &[&r.repeat(2), &r.repeat(5), &r.repeat(6)], &r.repeat(6));
+        let p = run(
+            &[],
+            &[&r.repeat(2), &r.repeat(5), &r.repeat(6)],
+            &r.repeat(6),
+        );
         assert_eq!(p, ["".to_string(), r.repeat(2), r.to_string(), r.repeat(3)]);
     }
 
