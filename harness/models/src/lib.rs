@@ -10,6 +10,7 @@ pub mod internvl;
 pub mod llava;
 pub mod model;
 pub mod openai;
+pub mod stream;
 pub mod zero_shot;
 
 pub use baselines::{MajorityModel, RandomModel};

@@ -1,5 +1,6 @@
 //! The one inference interface every model implements.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use image::DynamicImage;
@@ -110,6 +111,26 @@ pub trait Model: Send {
     /// result per request, in order; an `Err` that is a [`ModelUnavailable`] stops the run.
     fn generate_batch(&mut self, requests: &[Request]) -> Vec<anyhow::Result<Generation>> {
         requests.iter().map(|r| self.generate(r)).collect()
+    }
+
+    /// Greedy generation that hands out the answer's text as it is decoded. `on_text` receives
+    /// successive pieces whose concatenation is, byte for byte, the returned
+    /// [`Generation::text`]; the generation equals [`Model::generate`]'s. A piece may be empty
+    /// (a step that released no text), so that the caller can stop early. Returning
+    /// [`ControlFlow::Break`] from `on_text` stops decoding early (the reader went away): the
+    /// result then holds what was decoded so far and no further piece is handed out. The
+    /// default runs [`Model::generate`] and hands out the whole text once; models that decode
+    /// token by token override it (see [`crate::stream::TextStream`]).
+    fn generate_streaming(
+        &mut self,
+        request: &Request,
+        on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
+    ) -> anyhow::Result<Generation> {
+        let g = self.generate(request)?;
+        if !g.text.is_empty() {
+            let _ = on_text(&g.text);
+        }
+        Ok(g)
     }
 
     /// Forget whatever the model remembers between calls (image features, text embeddings),

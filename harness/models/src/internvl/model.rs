@@ -14,6 +14,7 @@
 //! equal to a few f32 ulps, see `generate.rs`).
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -28,6 +29,7 @@ use super::preprocess::ProcessorConfig;
 use super::text::InternVlText;
 use super::{dtype_name, InternVl};
 use crate::model::{Generation, Model, ModelInfo, Request, StepTimings};
+use crate::stream::TextStream;
 
 /// A loaded InternVL checkpoint with its tokenizer, template and image processor.
 pub struct InternVlModel {
@@ -435,6 +437,43 @@ impl Model for InternVlModel {
         })
         .context("InternVL generation")?;
         self.finish(request, p.ids.len(), out, p.timings)
+    }
+
+    /// [`Model::generate`] with the answer handed out as it is decoded: after each step the
+    /// tokens so far are decoded once, for the stop strings and for [`TextStream`], which
+    /// releases only text later tokens cannot change. Tokens, logprobs and text equal
+    /// [`Model::generate`]'s (the same decoding loop and stop test).
+    fn generate_streaming(
+        &mut self,
+        request: &Request,
+        on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
+    ) -> Result<Generation> {
+        let p = self.prepare(request)?;
+        let opts = self.decode_options(request, p.ids.len());
+        let mut stream = TextStream::new(&request.stop);
+        let mut halted = false;
+        let out = generate::greedy(&self.net, &p.embeds, &opts, |toks| {
+            let Ok(text) = self.text.decode(toks, true) else {
+                return false;
+            };
+            // Called every step, with an empty piece when nothing new is safe to release, so
+            // that the caller can stop a generation nobody reads any more.
+            let piece = stream.update(&text);
+            if on_text(&piece).is_break() {
+                halted = true;
+                return true;
+            }
+            stream.hits_stop(&text)
+        })
+        .context("InternVL generation")?;
+        let g = self.finish(request, p.ids.len(), out, p.timings)?;
+        if !halted {
+            let rest = stream.finish(&g.text)?;
+            if !rest.is_empty() {
+                let _ = on_text(&rest);
+            }
+        }
+        Ok(g)
     }
 
     /// All requests prepared one by one (feature cache shared, so a repeated image is encoded
