@@ -251,6 +251,10 @@ struct Served {
     /// LOADING, READY or FAILED: read by /health without touching the model's mutex.
     state: AtomicU8,
     counter: AtomicU64,
+    /// What `GET /v1/models` sends as the model's `root` once it is loaded: `sha256:` and the
+    /// weights' sha256 (the weightless floors: `kind:name`). Clients key their response caches
+    /// on it, so new weights served under the same name are never answered from old answers.
+    root: std::sync::OnceLock<String>,
     /// Debug builds only: a prompt on which the request panics under the model's lock, so that
     /// tests can check the panic guard (`FACEVAL_SERVE_TEST_PANIC`).
     test_panic: Option<String>,
@@ -357,6 +361,7 @@ pub fn serve(args: ServeArgs, baselines_dir: &Path) -> anyhow::Result<ExitCode> 
         load_done: Condvar::new(),
         state: AtomicU8::new(LOADING),
         counter: AtomicU64::new(0),
+        root: std::sync::OnceLock::new(),
         test_panic,
     });
     let accepting = {
@@ -379,7 +384,12 @@ pub fn serve(args: ServeArgs, baselines_dir: &Path) -> anyhow::Result<ExitCode> 
         );
     }
     match load(&manifest, &args) {
-        Ok(model) => {
+        Ok(mut model) => {
+            let info = model.model().info();
+            let _ = served.root.set(match info.weights_sha256 {
+                Some(sha) => format!("sha256:{sha}"),
+                None => format!("{}:{}", info.kind, info.name),
+            });
             *lock_model(&served) = Some(model);
             served.state.store(READY, Ordering::SeqCst);
             served.load_done.notify_all();
@@ -596,8 +606,13 @@ async fn route(req: hyper::Request<Incoming>, served: Arc<Served>) -> Response {
     if let Err((code, msg)) = check_access(&req, &served.cfg, &path) {
         return error_response(code, &msg);
     }
-    let model_object =
-        || json!({"id": served.name, "object": "model", "created": 0, "owned_by": "faceval"});
+    let model_object = || {
+        let mut m = json!({"id": served.name, "object": "model", "created": 0, "owned_by": "faceval"});
+        if let Some(root) = served.root.get() {
+            m["root"] = json!(root);
+        }
+        m
+    };
     match (req.method(), path.as_str()) {
         (&Method::GET, "/v1/models") => {
             json_response(200, &json!({"object": "list", "data": [model_object()]}))

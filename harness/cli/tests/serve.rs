@@ -284,7 +284,8 @@ fn a_served_model_answers_like_the_local_one_and_a_rerun_is_free() {
             .unwrap();
     assert_eq!(manifest_json["model"]["kind"], "openai");
 
-    // A second run into a new folder asks the server only the start-up probe.
+    // A second run into a new folder asks the server only the start-up probe and the model
+    // listing, and says so in its manifest.
     let again = dir.path().join("again");
     let out = run_cmd(dir.path(), &manifest, &task, &again)
         .output()
@@ -292,10 +293,14 @@ fn a_served_model_answers_like_the_local_one_and_a_rerun_is_free() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(
-        stderr.contains("1 HTTP requests") && stderr.contains("12 answers from the cache"),
+        stderr.contains("2 HTTP requests") && stderr.contains("12 answers from the cache"),
         "{stderr}"
     );
     assert_eq!(answers(&again), got);
+    let manifest_again: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(again.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest_again["http_requests"], 2);
+    assert_eq!(manifest_again["cache_hits"], 12);
 }
 
 fn requests_for_fixture_images(n: usize) -> Vec<Request> {
@@ -685,9 +690,11 @@ fn malformed_json_and_empty_choices_are_item_errors_and_a_refusal_is_unparseable
         2,
         "{preds:?}"
     );
+    // The probe, the model listing (GET /v1/models, answered here with the sequence's
+    // malformed JSON, which the client takes as "no listing"), one request per question.
     assert_eq!(
         server.hits.load(Ordering::SeqCst),
-        7,
+        8,
         "no retries for answers that are not transient"
     );
 }
@@ -1740,4 +1747,64 @@ fn a_client_that_leaves_mid_answer_frees_the_model() {
             t.elapsed()
         );
     }
+}
+
+/// A run folder's manifest as JSON.
+fn run_manifest(out: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn new_weights_under_the_same_name_and_address_are_not_answered_from_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let task = write_dataset(dir.path(), 6);
+    let fixtures = repo_root().join("harness/models/tests/fixtures/internvl");
+    let mut first = Server::start_model(0, &fixtures.join("tiny-300m-current"), &[], &[]);
+    let port = first.port;
+    // `root` is sent once the model is loaded.
+    let models = |port: u16| -> serde_json::Value {
+        wait_for_health(port);
+        let (code, _, body) = http(port, "GET", "/v1/models", &[], b"");
+        assert_eq!(code, 200);
+        serde_json::from_slice(&body).unwrap()
+    };
+    let root_a = models(port)["data"][0]["root"].as_str().unwrap().to_string();
+    assert!(root_a.starts_with("sha256:") && root_a.len() == 71, "{root_a}");
+    let manifest = write_manifest(dir.path(), &first.base_url(), "");
+    let old = dir.path().join("old");
+    let o = run_cmd(dir.path(), &manifest, &task, &old).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(run_manifest(&old)["cache_hits"], 0);
+
+    // Another checkpoint, served under the same name at the same address.
+    first.kill();
+    let second = Server::start_model(port, &fixtures.join("tiny-6b"), &[], &[]);
+    let root_b = models(port)["data"][0]["root"].as_str().unwrap().to_string();
+    assert_ne!(root_a, root_b);
+    let new = dir.path().join("new");
+    let o = run_cmd(dir.path(), &manifest, &task, &new).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let m = run_manifest(&new);
+    assert_eq!(m["cache_hits"], 0, "the old checkpoint's answers were reused: {m}");
+    assert_eq!(m["http_requests"], 2 + 6, "{m}");
+    assert_ne!(
+        answers(&old),
+        answers(&new),
+        "the second checkpoint answers differently"
+    );
+    // A rerun of the same server is answered from the cache.
+    let again = dir.path().join("again");
+    let o = run_cmd(dir.path(), &manifest, &task, &again).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(run_manifest(&again)["cache_hits"], 6);
+    assert_eq!(answers(&again), answers(&new));
+
+    // Bumping the manifest's `revision` misses the cache too: the key for servers that say
+    // nothing about their weights.
+    let bumped = write_manifest(dir.path(), &second.base_url(), "revision = \"step-2\"\n");
+    let rev = dir.path().join("rev");
+    let o = run_cmd(dir.path(), &bumped, &task, &rev).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(run_manifest(&rev)["cache_hits"], 0);
+    assert_eq!(answers(&rev), answers(&new));
 }
