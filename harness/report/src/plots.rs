@@ -138,8 +138,10 @@ impl Chart {
                 let legend_h = 30 + 18 * series.len() as u32;
                 (980, h.max(legend_h).max(160))
             }
-            Chart::Cdf { series, .. } | Chart::Reliability { series, .. } => {
-                (980, 420u32.max(60 + 18 * series.len() as u32))
+            Chart::Cdf { series, .. } => (980, 420u32.max(60 + 18 * series.len() as u32)),
+            // A square plot beside the legend.
+            Chart::Reliability { series, .. } => {
+                (LEGEND_W + 460, 440u32.max(60 + 18 * series.len() as u32))
             }
             Chart::Bars { rows, .. } => (980, 90 + 28 * rows.len() as u32),
             Chart::Heatmaps { panels } => {
