@@ -276,10 +276,11 @@ impl LoadedRun {
         })
     }
 
-    /// Predictions of each task, in file order.
+    /// Headline predictions (variant 0, `Prediction::is_headline`) of each task, in file
+    /// order: audits and the gate score the task's own phrasing only.
     pub fn by_task(&self) -> HashMap<&str, Vec<&Prediction>> {
         let mut map: HashMap<&str, Vec<&Prediction>> = HashMap::new();
-        for p in &self.predictions {
+        for p in self.predictions.iter().filter(|p| p.is_headline()) {
             map.entry(p.task.as_str()).or_default().push(p);
         }
         map
@@ -1255,6 +1256,7 @@ mod tests {
             id: id.into(),
             task: "t".into(),
             rotation,
+            variant: 0,
             prompt_sha256: String::new(),
             image_sha256: vec![],
             raw_output: String::new(),
@@ -1273,6 +1275,7 @@ mod tests {
             prompt_tokens: 0,
             output_tokens: 0,
             error: None,
+            option_logprobs: None,
         }
     }
 
@@ -1287,6 +1290,7 @@ mod tests {
             groups: vec!["gender".into()],
             breakdown: vec![],
             circular,
+            variants: vec![],
         }
     }
 

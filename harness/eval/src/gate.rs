@@ -1,8 +1,9 @@
 //! `faceval gate`: decide whether a candidate run regressed against a baseline run.
 //!
-//! The two runs are compared on the questions they share (key: task, id, rotation). Shared
-//! questions must have been asked with the same bytes (`prompt_sha256`) of the same task
-//! (version and fingerprint); anything else is an input error, not a comparison.
+//! The two runs are compared on the questions they share (key: task, id, rotation,
+//! variant; only variant 0, the task's own phrasing, is gated). Shared questions must have
+//! been asked with the same bytes (`prompt_sha256`) of the same task (version and
+//! fingerprint); anything else is an input error, not a comparison.
 //!
 //! A candidate cannot pass by leaving things out: questions the baseline answered that the
 //! candidate lacks, or a candidate run that never finished, make it `incomplete` (unless
@@ -170,7 +171,10 @@ impl GateConfig {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .chain(self.task.iter().filter_map(|(t, o)| {
-            Some((format!("task.{t}.fairness_tolerance"), o.fairness_tolerance?))
+            Some((
+                format!("task.{t}.fairness_tolerance"),
+                o.fairness_tolerance?,
+            ))
         }));
         for (key, v) in tolerances {
             if !(v >= 0.0 && v.is_finite()) {
@@ -497,16 +501,18 @@ fn match_task<'a>(
             &cand_record.fingerprint[..12.min(cand_record.fingerprint.len())]
         )));
     }
-    let cand_by_key: HashMap<(&str, usize), &Prediction> = cand
+    // The variant is part of the key: a phrasing is only ever paired with the same phrasing
+    // (`LoadedRun::by_task` hands the gate variant 0 only; the key keeps that true if not).
+    let cand_by_key: HashMap<(&str, usize, usize), &Prediction> = cand
         .iter()
-        .map(|p| ((p.id.as_str(), p.rotation), *p))
+        .map(|p| ((p.id.as_str(), p.rotation, p.variant), *p))
         .collect();
     let mut shared_base = Vec::new();
     let mut shared_cand = Vec::new();
     let mut missing = Vec::new();
     let mut prompt_mismatch = Vec::new();
     for b in base {
-        let Some(p) = cand_by_key.get(&(b.id.as_str(), b.rotation)) else {
+        let Some(p) = cand_by_key.get(&(b.id.as_str(), b.rotation, b.variant)) else {
             if b.outcome != Outcome::Error {
                 missing.push(*b);
             }
@@ -673,7 +679,11 @@ fn check(name: &str, status: Status, message: String) -> Check {
 
 /// The task's `completeness` check: every question the baseline answered is in the candidate.
 fn completeness_check(s: &Shared, config: &GateConfig) -> Check {
-    let answered = s.missing.len() + s.base.iter().filter(|p| p.outcome != Outcome::Error).count();
+    let answered = s.missing.len()
+        + s.base
+            .iter()
+            .filter(|p| p.outcome != Outcome::Error)
+            .count();
     if s.missing.is_empty() {
         return check(
             "completeness",
@@ -727,21 +737,14 @@ fn errors_check(p: &Pairing, max_new: usize) -> Check {
     } else {
         (
             Status::Pass,
-            format!(
-                "{} new errors (max_new_errors = {max_new})",
-                p.new_errors
-            ),
+            format!("{} new errors (max_new_errors = {max_new})", p.new_errors),
         )
     };
     check("errors", status, format!("{head}{both}{base_only}"))
 }
 
 /// The run-level `completeness` check: the candidate finished, and ran every gated task.
-fn run_completeness_check(
-    cand: &LoadedRun,
-    missing_tasks: &[&str],
-    config: &GateConfig,
-) -> Check {
+fn run_completeness_check(cand: &LoadedRun, missing_tasks: &[&str], config: &GateConfig) -> Check {
     let mut why = Vec::new();
     if cand.manifest.finished.is_none() {
         why.push(format!(
@@ -790,7 +793,8 @@ fn same_outputs(shared: &[Shared], base: &LoadedRun, cand: &LoadedRun) -> SameOu
         }
     }
     let (bm, cm) = (&base.manifest.model, &cand.manifest.model);
-    let different_models = bm.fingerprint != cm.fingerprint || bm.weights_sha256 != cm.weights_sha256;
+    let different_models =
+        bm.fingerprint != cm.fingerprint || bm.weights_sha256 != cm.weights_sha256;
     SameOutputs {
         compared,
         identical,
@@ -937,7 +941,9 @@ pub fn gate(
             errors_in_both: pairing.errors_in_both,
             baseline_errors: pairing.baseline_errors,
             n: pairing.pairs.len(),
-            detectable_drop: acc.as_ref().map(|a| 100.0 * (a.margin + a.detectable_effect)),
+            detectable_drop: acc
+                .as_ref()
+                .map(|a| 100.0 * (a.margin + a.detectable_effect)),
             checks,
         });
         acc_checks.push(acc);
@@ -1745,11 +1751,7 @@ pub fn to_junit(report: &GateReport) -> String {
             );
         }
     }
-    let _ = writeln!(
-        s,
-        "    <system-out>{}</system-out>",
-        xml_escape(&suite_out)
-    );
+    let _ = writeln!(s, "    <system-out>{}</system-out>", xml_escape(&suite_out));
     s.push_str("  </testsuite>\n</testsuites>\n");
     s
 }
@@ -1926,6 +1928,8 @@ mod tests {
         assert!(x.contains("failures=\"1\""));
         assert!(x.contains("m&lt;1&gt; vs m&amp;2"));
         assert!(x.contains("&quot;bad&quot;") && !x.contains("\"bad\""));
-        assert!(x.contains("<system-out>power &lt;sentence&gt;\nWARNING: same &amp; stale</system-out>"));
+        assert!(x.contains(
+            "<system-out>power &lt;sentence&gt;\nWARNING: same &amp; stale</system-out>"
+        ));
     }
 }

@@ -93,6 +93,7 @@ pub fn import_facexbench(
                 id,
                 task: task.name().to_string(),
                 rotation: 0,
+                variant: 0,
                 prompt_sha256: String::new(),
                 image_sha256: vec![],
                 raw_output: String::new(),
@@ -111,6 +112,7 @@ pub fn import_facexbench(
                 prompt_tokens: 0,
                 output_tokens: 0,
                 error: None,
+                option_logprobs: None,
             };
             let Some(raw) = q.get("prediction") else {
                 p.error = Some(format!("{location}: no \"prediction\" field"));

@@ -4,6 +4,7 @@
 //! It depends on `faceval-models` only through the [`faceval_models::Model`] trait.
 
 pub mod audit;
+pub mod calibration;
 pub mod datasets;
 pub mod demo;
 pub mod error;
@@ -20,6 +21,7 @@ pub mod prompt;
 pub mod run_folder;
 pub mod runner;
 pub mod score;
+pub mod sensitivity;
 pub mod stats;
 pub mod task;
 pub mod telemetry;

@@ -88,17 +88,19 @@ pub fn merge(shards: &[PathBuf], out: &Path) -> anyhow::Result<RunMetrics> {
         for p in run_folder::read_predictions(&dir.join(run_folder::PREDICTIONS))?.predictions {
             if !keys.insert(p.key()) {
                 return Err(input_error(format!(
-                    "{}: question {} of task {} (rotation {}) is also in another shard",
+                    "{}: question {} of task {} (rotation {}, variant {}) is also in another shard",
                     dir.display(),
                     p.id,
                     p.task,
-                    p.rotation
+                    p.rotation,
+                    p.variant
                 )));
             }
             all.push(p);
         }
     }
-    // A stable order independent of shard order: by task as listed, then id, then rotation.
+    // A stable order independent of shard order: by task as listed, then id, then variant,
+    // then rotation.
     let order: BTreeMap<&str, usize> = first
         .tasks
         .iter()
@@ -106,9 +108,10 @@ pub fn merge(shards: &[PathBuf], out: &Path) -> anyhow::Result<RunMetrics> {
         .map(|(i, t)| (t.name.as_str(), i))
         .collect();
     all.sort_by(|a, b| {
-        (order.get(a.task.as_str()), &a.id, a.rotation).cmp(&(
+        (order.get(a.task.as_str()), &a.id, a.variant, a.rotation).cmp(&(
             order.get(b.task.as_str()),
             &b.id,
+            b.variant,
             b.rotation,
         ))
     });

@@ -28,8 +28,10 @@ pub struct TaskMetrics {
     pub task: String,
     pub version: String,
     /// Questions scored (circular tasks: items, each counting once over its rotations).
+    /// Like every headline score, over variant 0 (the task's own phrasing) only.
     pub n: usize,
-    /// Questions in predictions.jsonl for this task (the last line of each key counts).
+    /// Questions in predictions.jsonl for this task (the last line of each key counts),
+    /// variant 0 only.
     pub n_predictions: usize,
     /// Items that could not be asked (bad rows, missing or corrupt images, model errors).
     pub n_errors: usize,
@@ -44,6 +46,15 @@ pub struct TaskMetrics {
     pub mae: Option<Interval>,
     /// Accuracy per value of each breakdown field.
     pub breakdown: BTreeMap<String, BTreeMap<String, Interval>>,
+    /// ECE, MCE and Brier of the option probabilities, overall and per group, with the
+    /// reliability diagram's bins (`docs/calibration.md`); left out when no prediction
+    /// carries `option_logprobs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<crate::calibration::Calibration>,
+    /// Accuracy per phrasing, spread, consistency and best-vs-worst test
+    /// (`docs/prompt-sensitivity.md`); left out for tasks without `variants`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_sensitivity: Option<crate::sensitivity::PromptSensitivity>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -256,6 +267,7 @@ pub fn task_metrics(
             m.breakdown.insert(field.clone(), per);
         }
     }
+    m.calibration = crate::calibration::calibration(preds, &record.groups, &bootstrap.salted(4));
     m
 }
 
@@ -271,10 +283,13 @@ pub fn compute(manifest: &Manifest, predictions: &[Prediction]) -> RunMetrics {
             .iter()
             .filter(|p| p.task == record.name)
             .collect();
-        tasks.insert(
-            record.name.clone(),
-            task_metrics(record, &preds, &bootstrap),
-        );
+        // Headline scores use the task's own phrasing; the other variants only feed the
+        // prompt-sensitivity block.
+        let headline: Vec<&Prediction> =
+            preds.iter().copied().filter(|p| p.is_headline()).collect();
+        let mut m = task_metrics(record, &headline, &bootstrap);
+        m.prompt_sensitivity = crate::sensitivity::prompt_sensitivity(record, &preds);
+        tasks.insert(record.name.clone(), m);
     }
     let scored: Vec<&Prediction> = predictions
         .iter()

@@ -32,6 +32,8 @@ pub struct Question {
     pub answer: Option<usize>,
     /// 0 unless the task is circular; then 0..choices.len().
     pub rotation: usize,
+    /// 0 (`question.text`) unless the task lists `variants`; then 0..=variants.len().
+    pub variant: usize,
 }
 
 /// A stable 64-bit seed from parts (sha256, so it does not depend on Rust's hasher).
@@ -71,7 +73,19 @@ struct OptionView<'a> {
     text: &'a str,
 }
 
-/// Build the questions for one item: one, or one per rotation when the task is circular.
+/// The phrasings of a task's question: `question.text`, then each of `question.variants`
+/// (just `[text]` for a task without variants).
+pub fn phrasings(task: &Task) -> Vec<&str> {
+    let q = &task.spec.question;
+    std::iter::once(q.text.as_str())
+        .chain(q.variants.iter().flatten().map(String::as_str))
+        .collect()
+}
+
+/// Build the questions for one item: one per rotation when the task is circular (else one),
+/// for each phrasing when it lists `variants` (variant-major: all rotations of variant 0,
+/// then of variant 1, ...). Options, their order and rotations are the same in every
+/// variant; only the `question` text differs.
 pub fn questions_for(task: &Task, item: &Item) -> anyhow::Result<Vec<Question>> {
     let q = &task.spec.question;
     let item_seed = seed_from(&[&task.spec.name, &item.id, &q.seed.to_string()]);
@@ -125,56 +139,65 @@ pub fn questions_for(task: &Task, item: &Item) -> anyhow::Result<Vec<Question>> 
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
     env.add_template("prompt", &q.template)?;
     let template = env.get_template("prompt")?;
-    let question_text = item.question.clone().unwrap_or_else(|| q.text.clone());
-    let mut out = Vec::with_capacity(rotations);
-    for r in 0..rotations {
-        let n = texts.len();
-        let rotated: Vec<String> = (0..n).map(|k| texts[(k + r) % n].clone()).collect();
-        let rotated_answer = answer.map(|a| (a + n - r) % n);
-        let (choices, choice_texts) = match q.style {
-            QuestionStyle::MultipleChoice => {
-                anyhow::ensure!(
-                    n <= LETTERS.len(),
-                    "{n} options are more than the 26 letters"
-                );
-                (
-                    LETTERS[..n].iter().map(|s| s.to_string()).collect(),
-                    rotated.clone(),
-                )
-            }
-            QuestionStyle::Open => (rotated.clone(), rotated.clone()),
-            QuestionStyle::Numeric => (vec![], vec![]),
-        };
-        let options: Vec<OptionView> = if q.style == QuestionStyle::MultipleChoice {
-            choices
+    // Items with their own question (FaceXBench) have no variants: validation refuses them.
+    let texts_by_variant: Vec<String> = match &item.question {
+        Some(own) => vec![own.clone()],
+        None => phrasings(task).into_iter().map(str::to_string).collect(),
+    };
+    let mut out = Vec::with_capacity(rotations * texts_by_variant.len());
+    for (variant, question_text) in texts_by_variant.iter().enumerate() {
+        for r in 0..rotations {
+            let n = texts.len();
+            let rotated: Vec<String> = (0..n).map(|k| texts[(k + r) % n].clone()).collect();
+            let rotated_answer = answer.map(|a| (a + n - r) % n);
+            let (choices, choice_texts) = match q.style {
+                QuestionStyle::MultipleChoice => {
+                    anyhow::ensure!(
+                        n <= LETTERS.len(),
+                        "{n} options are more than the 26 letters"
+                    );
+                    (
+                        LETTERS[..n].iter().map(|s| s.to_string()).collect(),
+                        rotated.clone(),
+                    )
+                }
+                QuestionStyle::Open => (rotated.clone(), rotated.clone()),
+                QuestionStyle::Numeric => (vec![], vec![]),
+            };
+            let options: Vec<OptionView> = if q.style == QuestionStyle::MultipleChoice {
+                choices
+                    .iter()
+                    .zip(&rotated)
+                    .map(|(l, t)| OptionView { letter: l, text: t })
+                    .collect()
+            } else {
+                vec![]
+            };
+            let fields: BTreeMap<&str, &str> = item
+                .fields
                 .iter()
-                .zip(&rotated)
-                .map(|(l, t)| OptionView { letter: l, text: t })
-                .collect()
-        } else {
-            vec![]
-        };
-        let fields: BTreeMap<&str, &str> = item
-            .fields
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        let prompt = template
-            .render(minijinja::context! {
-                question => question_text,
-                options => options,
-                labels => task.labels.values(),
-                fields => fields,
-            })
-            .map_err(|e| anyhow::anyhow!("rendering the prompt of task {}: {e}", task.name()))?;
-        out.push(Question {
-            prompt_sha256: sha256_hex(prompt.as_bytes()),
-            prompt,
-            choices,
-            choice_texts,
-            answer: rotated_answer,
-            rotation: r,
-        });
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            let prompt = template
+                .render(minijinja::context! {
+                    question => question_text,
+                    options => options,
+                    labels => task.labels.values(),
+                    fields => fields,
+                })
+                .map_err(|e| {
+                    anyhow::anyhow!("rendering the prompt of task {}: {e}", task.name())
+                })?;
+            out.push(Question {
+                prompt_sha256: sha256_hex(prompt.as_bytes()),
+                prompt,
+                choices,
+                choice_texts,
+                answer: rotated_answer,
+                rotation: r,
+                variant,
+            });
+        }
     }
     Ok(out)
 }
@@ -248,6 +271,28 @@ text = "Which expression?"
         for q in &qs {
             assert_eq!(q.choice_texts[q.answer.unwrap()], "fear");
         }
+    }
+
+    #[test]
+    fn variants_share_options_and_differ_only_in_the_question() {
+        let t = task("circular = true\nvariants = [\"Name the expression.\"]");
+        let qs = questions_for(&t, &item("fear")).unwrap();
+        assert_eq!(qs.len(), 10);
+        let (v0, v1): (Vec<&Question>, Vec<&Question>) = qs.iter().partition(|q| q.variant == 0);
+        assert_eq!((v0.len(), v1.len()), (5, 5));
+        for (a, b) in v0.iter().zip(&v1) {
+            assert_eq!(
+                (a.rotation, &a.choice_texts, a.answer),
+                (b.rotation, &b.choice_texts, b.answer)
+            );
+            assert!(a.prompt.starts_with("Which expression?\n"));
+            assert!(b.prompt.starts_with("Name the expression.\n"));
+            assert_eq!(a.prompt[17..], b.prompt[20..]);
+            assert_ne!(a.prompt_sha256, b.prompt_sha256);
+        }
+        // Variant 0 is exactly the prompt of the task without variants.
+        let plain = questions_for(&task("circular = true"), &item("fear")).unwrap();
+        assert_eq!(plain[2].prompt_sha256, v0[2].prompt_sha256);
     }
 
     #[test]

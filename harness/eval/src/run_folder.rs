@@ -8,7 +8,7 @@
 //!
 //! A question may have several lines: a rerun retries the questions whose outcome was `error`
 //! and appends the new answer. Every reader takes the **last line of each key**
-//! `(task, id, rotation)`, so lines are never rewritten in place.
+//! `(task, id, rotation, variant)`, so lines are never rewritten in place.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{File, OpenOptions};
@@ -25,7 +25,7 @@ pub const PREDICTIONS: &str = "predictions.jsonl";
 pub const METRICS: &str = "metrics.json";
 
 /// A task as the run recorded it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct TaskRecord {
     pub name: String,
     pub version: String,
@@ -46,6 +46,10 @@ pub struct TaskRecord {
     pub breakdown: Vec<String>,
     #[serde(default)]
     pub circular: bool,
+    /// Prompt phrasings of a task with `[question] variants`: `question.text` (variant 0)
+    /// first, then each listed variant. Empty for tasks without variants.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub variants: Vec<String>,
 }
 
 /// The model as the run recorded it.
@@ -149,6 +153,10 @@ pub struct Prediction {
     /// 0 unless the task is circular.
     #[serde(default)]
     pub rotation: usize,
+    /// Which phrasing of the question was asked (`docs/prompt-sensitivity.md`): 0 is
+    /// `question.text`, k is the task's k-th `variants` entry. Left out when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub variant: usize,
     #[serde(default)]
     pub prompt_sha256: String,
     #[serde(default)]
@@ -191,13 +199,36 @@ pub struct Prediction {
     pub output_tokens: usize,
     #[serde(default)]
     pub error: Option<String>,
+    /// Log-likelihood of each option, keyed like `parsed` and `target` (option letter, or
+    /// label for open questions), where the model scored the options
+    /// (`docs/calibration.md`). Left out otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub option_logprobs: Option<BTreeMap<String, f64>>,
 }
+
+fn is_zero(v: &usize) -> bool {
+    *v == 0
+}
+
+/// What makes a question unique within a run: `(task, id, rotation, variant)`.
+pub type Key = (String, String, usize, usize);
 
 impl Prediction {
     /// The key that makes a question unique within a run; when a file has several lines of
     /// one key, the last one counts.
-    pub fn key(&self) -> (String, String, usize) {
-        (self.task.clone(), self.id.clone(), self.rotation)
+    pub fn key(&self) -> Key {
+        (
+            self.task.clone(),
+            self.id.clone(),
+            self.rotation,
+            self.variant,
+        )
+    }
+
+    /// Whether the line counts towards the headline scores (accuracy, fairness, gate): the
+    /// task's own phrasing, variant 0. Other variants feed the prompt-sensitivity block only.
+    pub fn is_headline(&self) -> bool {
+        self.variant == 0
     }
 
     /// Parse one line of `predictions.jsonl`. `outcome` may be left out when `correct` is
@@ -216,12 +247,10 @@ impl Prediction {
                 }
                 let outcome = match obj.get("correct") {
                     Some(serde_json::Value::Bool(true)) => "correct",
-                    Some(serde_json::Value::Bool(false)) => {
-                        match obj.get("parsed") {
-                            Some(serde_json::Value::Null) => "unparseable",
-                            _ => "wrong",
-                        }
-                    }
+                    Some(serde_json::Value::Bool(false)) => match obj.get("parsed") {
+                        Some(serde_json::Value::Null) => "unparseable",
+                        _ => "wrong",
+                    },
                     Some(serde_json::Value::Null) => "error",
                     _ => return Err(first),
                 };
@@ -235,9 +264,10 @@ impl Prediction {
 /// Keep the last line of each key, in file order of those last lines; returns how many
 /// earlier lines were dropped.
 fn keep_last_per_key(predictions: &mut Vec<Prediction>) -> usize {
-    let mut last: HashMap<(&str, &str, usize), usize> = HashMap::with_capacity(predictions.len());
+    let mut last: HashMap<(&str, &str, usize, usize), usize> =
+        HashMap::with_capacity(predictions.len());
     for (i, p) in predictions.iter().enumerate() {
-        last.insert((&p.task, &p.id, p.rotation), i);
+        last.insert((&p.task, &p.id, p.rotation, p.variant), i);
     }
     if last.len() == predictions.len() {
         return 0;
@@ -245,7 +275,7 @@ fn keep_last_per_key(predictions: &mut Vec<Prediction>) -> usize {
     let keep: Vec<bool> = predictions
         .iter()
         .enumerate()
-        .map(|(i, p)| last[&(p.task.as_str(), p.id.as_str(), p.rotation)] == i)
+        .map(|(i, p)| last[&(p.task.as_str(), p.id.as_str(), p.rotation, p.variant)] == i)
         .collect();
     let dropped = predictions.len() - last.len();
     drop(last);
@@ -282,7 +312,7 @@ pub fn read_manifest(dir: &Path) -> anyhow::Result<Manifest> {
 /// Predictions read back from a file, with what had to be skipped.
 #[derive(Debug, Default)]
 pub struct ReadPredictions {
-    /// One per key: the last line of each `(task, id, rotation)`.
+    /// One per key: the last line of each `(task, id, rotation, variant)`.
     pub predictions: Vec<Prediction>,
     /// Earlier lines of a key that a later line replaced (retried errors).
     pub superseded: usize,
@@ -349,9 +379,9 @@ pub fn read_predictions(path: &Path) -> anyhow::Result<ReadPredictions> {
 pub struct RunWriter {
     dir: PathBuf,
     file: File,
-    done: HashSet<(String, String, usize)>,
+    done: HashSet<Key>,
     /// Questions whose last line was an `error` when the folder was opened, to be asked again.
-    to_retry: HashSet<(String, String, usize)>,
+    to_retry: HashSet<Key>,
     /// Questions answered in an earlier attempt and kept.
     pub resumed: usize,
     /// Earlier errors asked again in this attempt, and how many of those failed again.
@@ -411,9 +441,9 @@ impl RunWriter {
         &self.dir
     }
 
-    pub fn is_done(&self, task: &str, id: &str, rotation: usize) -> bool {
+    pub fn is_done(&self, task: &str, id: &str, rotation: usize, variant: usize) -> bool {
         self.done
-            .contains(&(task.to_string(), id.to_string(), rotation))
+            .contains(&(task.to_string(), id.to_string(), rotation, variant))
     }
 
     /// Append one prediction as a single line and flush it to the OS.
@@ -496,6 +526,7 @@ mod tests {
             id: id.into(),
             task: "t".into(),
             rotation: 0,
+            variant: 0,
             prompt_sha256: "p".into(),
             image_sha256: vec![],
             raw_output: "A".into(),
@@ -514,6 +545,7 @@ mod tests {
             prompt_tokens: 0,
             output_tokens: 0,
             error: None,
+            option_logprobs: None,
         }
     }
 
@@ -544,7 +576,7 @@ mod tests {
         drop(f);
         let mut w = RunWriter::open(dir.path(), &manifest(), true).unwrap();
         assert_eq!(w.resumed, 2);
-        assert!(w.is_done("t", "a", 0) && !w.is_done("t", "c", 0));
+        assert!(w.is_done("t", "a", 0, 0) && !w.is_done("t", "c", 0, 0));
         w.append(&pred("c")).unwrap();
         w.append(&pred("a")).unwrap(); // already done: not written twice
         let read = read_predictions(&path).unwrap();
@@ -572,12 +604,12 @@ mod tests {
         // Keeping errors: everything is done.
         let w = RunWriter::open(dir.path(), &manifest(), false).unwrap();
         assert_eq!(w.resumed, 3);
-        assert!(w.is_done("t", "b", 0));
+        assert!(w.is_done("t", "b", 0, 0));
         drop(w);
         // Retrying: b and c are asked again; b now succeeds, c fails again.
         let mut w = RunWriter::open(dir.path(), &manifest(), true).unwrap();
         assert_eq!(w.resumed, 1);
-        assert!(!w.is_done("t", "b", 0) && !w.is_done("t", "c", 0));
+        assert!(!w.is_done("t", "b", 0, 0) && !w.is_done("t", "c", 0, 0));
         w.append(&pred("b")).unwrap();
         w.append(&failed("c")).unwrap();
         w.append(&pred("b")).unwrap(); // done now: not written twice
@@ -609,6 +641,33 @@ mod tests {
         assert!(err.contains("outcome"), "{err}");
         let err = outcome(r#""correct":true"#).unwrap_err().to_string();
         assert!(err.contains("parsed"), "{err}");
+    }
+
+    #[test]
+    fn variants_are_part_of_the_key_and_absent_fields_read_as_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = RunWriter::open(dir.path(), &manifest(), true).unwrap();
+        w.append(&pred("a")).unwrap();
+        let mut v1 = pred("a");
+        v1.variant = 1;
+        v1.option_logprobs = Some([("A".to_string(), -0.1), ("B".to_string(), -2.4)].into());
+        assert!(w.is_done("t", "a", 0, 0) && !w.is_done("t", "a", 0, 1));
+        w.append(&v1).unwrap();
+        w.append(&v1).unwrap(); // done: not written twice
+        drop(w);
+        let text = std::fs::read_to_string(dir.path().join(PREDICTIONS)).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        // Variant 0 and no option_logprobs: the line is exactly what it was before them.
+        assert!(!lines[0].contains("variant") && !lines[0].contains("option_logprobs"));
+        assert!(lines[1].contains(r#""variant":1"#), "{}", lines[1]);
+        assert!(lines[1].contains(r#""option_logprobs":{"A":-0.1,"B":-2.4}"#));
+        let read = read_predictions(&dir.path().join(PREDICTIONS)).unwrap();
+        assert_eq!(read.superseded, 0);
+        assert_eq!(read.predictions[1], v1);
+        assert!(read.predictions[0].is_headline() && !read.predictions[1].is_headline());
+        let w = RunWriter::open(dir.path(), &manifest(), true).unwrap();
+        assert_eq!(w.resumed, 2);
     }
 
     #[test]

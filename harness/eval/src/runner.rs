@@ -66,6 +66,14 @@ pub fn task_record(task: &Task) -> TaskRecord {
         groups: s.fairness.groups.clone(),
         breakdown: s.metrics.breakdown.clone(),
         circular: s.question.circular,
+        variants: if s.question.variants.is_some() {
+            crate::prompt::phrasings(task)
+                .into_iter()
+                .map(str::to_string)
+                .collect()
+        } else {
+            vec![]
+        },
     }
 }
 
@@ -132,11 +140,12 @@ fn decode(item: &Item) -> anyhow::Result<Decoded> {
     Ok(Decoded { images, shas })
 }
 
-fn base_prediction(task: &Task, item_id: &str, rotation: usize) -> Prediction {
+fn base_prediction(task: &Task, item_id: &str, rotation: usize, variant: usize) -> Prediction {
     Prediction {
         id: item_id.to_string(),
         task: task.name().to_string(),
         rotation,
+        variant,
         prompt_sha256: String::new(),
         image_sha256: vec![],
         raw_output: String::new(),
@@ -155,11 +164,17 @@ fn base_prediction(task: &Task, item_id: &str, rotation: usize) -> Prediction {
         prompt_tokens: 0,
         output_tokens: 0,
         error: None,
+        option_logprobs: None,
     }
 }
 
-fn error_prediction(task: &Task, item: &Item, rotation: usize, message: String) -> Prediction {
-    let mut p = base_prediction(task, &item.id, rotation);
+fn error_prediction(
+    task: &Task,
+    item: &Item,
+    (rotation, variant): (usize, usize),
+    message: String,
+) -> Prediction {
+    let mut p = base_prediction(task, &item.id, rotation, variant);
     p.groups = item.groups.clone();
     p.cluster = item.cluster.clone();
     p.fields = breakdown_fields(task, item);
@@ -192,13 +207,23 @@ fn prepare<'a>(
     decoded: &Decoded,
     run_seed: u64,
 ) -> Prepared<'a> {
-    let mut p = base_prediction(task, &item.id, q.rotation);
+    let mut p = base_prediction(task, &item.id, q.rotation, q.variant);
     p.groups = item.groups.clone();
     p.cluster = item.cluster.clone();
     p.fields = breakdown_fields(task, item);
     p.prompt_sha256 = q.prompt_sha256.clone();
     p.image_sha256 = decoded.shas.clone();
     let spec = &task.spec.question;
+    let (run_seed, rotation, variant) = (
+        run_seed.to_string(),
+        q.rotation.to_string(),
+        q.variant.to_string(),
+    );
+    // Variant 0 keeps the seed a task without variants has.
+    let mut seed_parts = vec![run_seed.as_str(), task.name(), &item.id, &rotation];
+    if q.variant > 0 {
+        seed_parts.push(&variant);
+    }
     let request = Request {
         images: decoded.images.clone(),
         prompt: q.prompt.clone(),
@@ -206,12 +231,7 @@ fn prepare<'a>(
         stop: spec.stop.clone(),
         choices: q.choices.clone(),
         choice_texts: q.choice_texts.clone(),
-        seed: seed_from(&[
-            &run_seed.to_string(),
-            task.name(),
-            &item.id,
-            &q.rotation.to_string(),
-        ]),
+        seed: seed_from(&seed_parts),
     };
     Prepared {
         item,
@@ -247,6 +267,9 @@ fn ask_likelihood(model: &mut dyn Model, job: &Prepared) -> anyhow::Result<Optio
         Ok(Some(lp)) => {
             let best = argmax(&lp);
             let s = score_choice(job.question, best);
+            if lp.len() == job.question.choices.len() {
+                p.option_logprobs = Some(job.question.choices.iter().cloned().zip(lp).collect());
+            }
             p.raw_output = best
                 .and_then(|b| job.question.choices.get(b).cloned())
                 .unwrap_or_default();
@@ -581,7 +604,7 @@ impl Asking<'_> {
                 Ok(q) => q,
                 Err(e) => {
                     self.writer
-                        .append(&error_prediction(task, item, 0, format!("{e:#}")))?;
+                        .append(&error_prediction(task, item, (0, 0), format!("{e:#}")))?;
                     self.summary.errors += 1;
                     progress.bar.inc(1);
                     continue;
@@ -594,11 +617,11 @@ impl Asking<'_> {
                         return Err(e);
                     }
                     for q in questions {
-                        if !self.writer.is_done(name, &item.id, q.rotation) {
+                        if !self.writer.is_done(name, &item.id, q.rotation, q.variant) {
                             self.writer.append(&error_prediction(
                                 task,
                                 item,
-                                q.rotation,
+                                (q.rotation, q.variant),
                                 format!("{e:#}"),
                             ))?;
                             self.summary.errors += 1;
@@ -609,7 +632,7 @@ impl Asking<'_> {
                 }
             };
             for q in questions {
-                if self.writer.is_done(name, &item.id, q.rotation) {
+                if self.writer.is_done(name, &item.id, q.rotation, q.variant) {
                     continue;
                 }
                 let job = prepare(task, item, q, &dec, self.seed);
@@ -704,10 +727,10 @@ pub fn run_with(
             }
         }
         for e in &errors {
-            if writer.is_done(task.name(), &e.id, 0) {
+            if writer.is_done(task.name(), &e.id, 0, 0) {
                 continue;
             }
-            let mut p = base_prediction(task, &e.id, 0);
+            let mut p = base_prediction(task, &e.id, 0, 0);
             p.error = Some(format!("{}: {}", e.location, e.message));
             writer.append(&p)?;
             reader_errors += 1;
@@ -725,8 +748,8 @@ pub fn run_with(
                 .filter(|(i, qs)| match qs {
                     Ok(qs) => qs
                         .iter()
-                        .any(|q| !writer.is_done(task.name(), &i.id, q.rotation)),
-                    Err(_) => !writer.is_done(task.name(), &i.id, 0),
+                        .any(|q| !writer.is_done(task.name(), &i.id, q.rotation, q.variant)),
+                    Err(_) => !writer.is_done(task.name(), &i.id, 0, 0),
                 })
                 .collect(),
         })

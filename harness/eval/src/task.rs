@@ -138,6 +138,11 @@ pub struct QuestionSpec {
     /// The question text when items carry none.
     #[serde(default)]
     pub text: String,
+    /// Other phrasings of `text` (`docs/prompt-sensitivity.md`). Each is rendered as
+    /// `question` by the same `template`; every item is asked once with `text` (variant 0,
+    /// the headline) and once per entry here (variant 1, 2, ...).
+    #[serde(default)]
+    pub variants: Option<Vec<String>>,
     /// Options per multiple-choice question built from the label set; 0 shows every label.
     #[serde(default)]
     pub num_options: usize,
@@ -353,6 +358,39 @@ impl Task {
                 at("metrics", "report")
             )));
         }
+        if let Some(variants) = &q.variants {
+            let at = at("question", "variants");
+            let bad = |why: String| input_error(format!("{at}: question.variants {why}"));
+            if variants.is_empty() {
+                return Err(bad(
+                    "is empty; list at least one other phrasing of question.text, or leave the key out"
+                        .into(),
+                ));
+            }
+            if q.text.trim().is_empty() {
+                return Err(bad(
+                    "needs question.text: it is variant 0, the phrasing the headline scores use"
+                        .into(),
+                ));
+            }
+            if spec.dataset.reader == ReaderKind::Facexbench {
+                return Err(bad(
+                    "cannot apply: facexbench items bring their own question text".into(),
+                ));
+            }
+            let mut seen = vec![q.text.trim()];
+            for (i, v) in variants.iter().enumerate() {
+                if v.trim().is_empty() {
+                    return Err(bad(format!("[{i}] is empty")));
+                }
+                if seen.contains(&v.trim()) {
+                    return Err(bad(format!(
+                        "[{i}] repeats an earlier phrasing (question.text or a variant): {v:?}"
+                    )));
+                }
+                seen.push(v.trim());
+            }
+        }
         let mut env = minijinja::Environment::new();
         env.add_template("prompt", &q.template).map_err(|e| {
             input_error(format!(
@@ -478,6 +516,44 @@ template = "{{ question }}"
             .to_string();
         assert!(msg.starts_with("x.toml:9"), "{msg}");
         assert!(msg.contains("joy"), "{msg}");
+    }
+
+    #[test]
+    fn variants_parse_and_bad_variants_name_file_line_and_field() {
+        let with = |v: &str| {
+            GOOD.replace(
+                "template = ",
+                &format!("text = \"Which?\"\n{v}\ntemplate = "),
+            )
+        };
+        let t = Task::parse(
+            &with("variants = [\"Which one?\", \"Name it.\"]"),
+            Path::new("x.toml"),
+        )
+        .unwrap();
+        assert_eq!(t.spec.question.variants.as_deref().unwrap().len(), 2);
+        for (bad, why) in [
+            ("variants = []", "is empty"),
+            ("variants = [\"Which one?\", \" \"]", "[1] is empty"),
+            ("variants = [\"Which?\"]", "[0] repeats"),
+        ] {
+            let err = Task::parse(&with(bad), Path::new("x.toml")).unwrap_err();
+            assert!(crate::error::is_input_error(&err));
+            let msg = err.to_string();
+            assert!(msg.starts_with("x.toml:14: question.variants"), "{msg}");
+            assert!(msg.contains(why), "{msg}");
+        }
+        // Not a list of strings: the TOML error names the line and the field.
+        let msg = Task::parse(&with("variants = \"Which one?\""), Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("line 14") && msg.contains("variants"), "{msg}");
+        // Without question.text there is no variant 0.
+        let no_text = GOOD.replace("template = ", "variants = [\"Which one?\"]\ntemplate = ");
+        let msg = Task::parse(&no_text, Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("needs question.text"), "{msg}");
     }
 
     #[test]

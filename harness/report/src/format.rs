@@ -1,8 +1,9 @@
 //! Number formatting shared by the HTML and Markdown renderers, so both show the same text.
 
+use faceval_eval::calibration::CalibrationScores;
 use faceval_eval::stats::Interval;
 
-use crate::leaderboard::{Cell, Perf};
+use crate::leaderboard::{CalibrationSet, Cell, Perf, SensitivitySet};
 
 /// Placeholder for a value that was not measured.
 pub const ABSENT: &str = "—";
@@ -163,4 +164,84 @@ pub fn unparseable(cell: &Cell) -> String {
         s.push_str(&format!(" · {} errors", cell.n_errors));
     }
     s
+}
+
+/// A table as text: header cells, then rows; the HTML and Markdown renderers lay it out.
+pub type TextTable = (Vec<String>, Vec<Vec<String>>);
+
+fn three_decimals(i: &Interval) -> String {
+    format!("{:.3} [{:.3}, {:.3}]", i.estimate, i.low, i.high)
+}
+
+/// One task's calibration: per model the overall ECE, MCE and Brier with their bootstrap
+/// intervals, then one row per group.
+pub fn calibration_table(set: &CalibrationSet) -> TextTable {
+    let header = ["Model", "Group", "n", "ECE", "MCE", "Brier"].map(String::from);
+    let mut rows = Vec::new();
+    for p in &set.panels {
+        let c = &p.value;
+        let line = |group: String, s: &CalibrationScores| {
+            vec![
+                p.label.clone(),
+                group,
+                s.n.to_string(),
+                three_decimals(&s.ece),
+                three_decimals(&s.mce),
+                three_decimals(&s.brier),
+            ]
+        };
+        rows.push(line("all".into(), &c.overall));
+        for (field, values) in &c.groups {
+            for (value, s) in values {
+                rows.push(line(format!("{field} = {value}"), s));
+            }
+        }
+    }
+    (header.to_vec(), rows)
+}
+
+/// One task's prompt sensitivity, per model: a row per variant with its accuracy, then the
+/// summary (spread, consistency, best against worst) in the last columns of the first row.
+pub fn sensitivity_table(set: &SensitivitySet) -> TextTable {
+    let header = [
+        "Model",
+        "Variant",
+        "Accuracy % [95% CI]",
+        "Items",
+        "Spread (points)",
+        "Consistency %",
+        "Best − worst (points)",
+        "McNemar p",
+    ]
+    .map(String::from);
+    let mut rows = Vec::new();
+    for p in &set.panels {
+        let s = &p.value;
+        for v in &s.variants {
+            let tag = match (v.variant == s.best, v.variant == s.worst) {
+                (true, _) => " (best)",
+                (_, true) => " (worst)",
+                _ => "",
+            };
+            let mut row = vec![
+                p.label.clone(),
+                format!("{}{tag}: {}", v.variant, v.phrasing),
+                pct_interval(&v.accuracy),
+            ];
+            if v.variant == 0 {
+                let d = &s.best_vs_worst.difference;
+                row.extend([
+                    format!("{} ({} left out)", s.n_items, s.n_left_out),
+                    pct(s.spread),
+                    pct_interval(&s.consistency),
+                    format!("{} [{}, {}]", pct(d.estimate), pct(d.low), pct(d.high)),
+                    p_value(s.best_vs_worst.mcnemar.p_value),
+                ]);
+            } else {
+                row.extend(std::iter::repeat_n(String::new(), 5));
+            }
+            rows.push(row);
+        }
+    }
+    (header.to_vec(), rows)
 }

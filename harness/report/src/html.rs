@@ -220,6 +220,24 @@ fn section_table(p: &mut Page, s: &Section, has_reference: bool) {
     grid(p, s, "Task", |r, c| cell_html(&r.cells[c], has_reference));
 }
 
+/// A table of plain text cells (escaped here); the first two columns are left-aligned.
+fn text_table(p: &mut Page, (header, rows): &format::TextTable) {
+    let align = |i: usize| if i < 2 { " class=\"l\"" } else { "" };
+    p.push("<div class=\"scroll\"><table><thead><tr>");
+    for (i, h) in header.iter().enumerate() {
+        let _ = write!(p.s, "<th{}>{}</th>", align(i), esc(h));
+    }
+    p.push("</tr></thead><tbody>");
+    for r in rows {
+        p.push("<tr>");
+        for (i, c) in r.iter().enumerate() {
+            let _ = write!(p.s, "<td{}>{}</td>", align(i), esc(c));
+        }
+        p.push("</tr>");
+    }
+    p.push("</tbody></table></div>\n");
+}
+
 fn breakdown_table(p: &mut Page, t: &BreakdownTable) {
     let _ = write!(
         p.s,
@@ -313,6 +331,12 @@ pub fn render(report: &Report, figures: &[Figure], figure_notes: &[String]) -> S
     p.push("<a href=\"#parse-failures\">Parse failures</a><a href=\"#efficiency\">Efficiency</a><a href=\"#fairness\">Fairness</a>");
     if !report.confusion.is_empty() {
         p.push("<a href=\"#confusion\">Confusion matrices</a>");
+    }
+    if !report.calibration.is_empty() {
+        p.push("<a href=\"#calibration\">Calibration</a>");
+    }
+    if !report.prompt_sensitivity.is_empty() {
+        p.push("<a href=\"#prompt-sensitivity\">Prompt sensitivity</a>");
     }
     p.push("<a href=\"#published\">Published reference</a><a href=\"#runs\">Runs</a></nav>\n");
 
@@ -564,6 +588,33 @@ pub fn render(report: &Report, figures: &[Figure], figure_notes: &[String]) -> S
             if let Some(f) = fig(&name) {
                 figure(&mut p, f);
             }
+        }
+        p.push("</section>\n");
+    }
+
+    if !report.calibration.is_empty() {
+        p.push("<section id=\"calibration\"><h2>Calibration</h2><p class=\"note\">For runs that scored the options \
+                (<code>option_logprobs</code>): a softmax over the options gives the top option's probability (confidence). \
+                ECE is the count-weighted mean of |accuracy − confidence| over 15 equal-width confidence bins, MCE the largest \
+                bin gap, Brier the mean of Σ(p − y)² over the options; 95% percentile bootstrap intervals.</p>\n");
+        for set in &report.calibration {
+            let _ = write!(p.s, "<h3>{}</h3>", esc(&set.task));
+            text_table(&mut p, &format::calibration_table(set));
+            if let Some(f) = fig(&format!("reliability-{}", crate::plots::slug(&set.task))) {
+                figure(&mut p, f);
+            }
+        }
+        p.push("</section>\n");
+    }
+
+    if !report.prompt_sensitivity.is_empty() {
+        p.push("<section id=\"prompt-sensitivity\"><h2>Prompt sensitivity</h2><p class=\"note\">Each item asked once per \
+                phrasing of the question, on the items answered under every phrasing. Spread: best − worst accuracy. \
+                Consistency: share of items right under every phrasing or wrong under every one. Best − worst: paired \
+                difference with Newcombe's interval and the exact McNemar test. Headline scores use variant 0.</p>\n");
+        for set in &report.prompt_sensitivity {
+            let _ = write!(p.s, "<h3>{}</h3>", esc(&set.task));
+            text_table(&mut p, &format::sensitivity_table(set));
         }
         p.push("</section>\n");
     }

@@ -11,9 +11,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
+use faceval_eval::calibration::Calibration;
 use faceval_eval::error::input_error;
 use faceval_eval::fairness::{self, FairnessOptions, GroupAccuracy, Measure};
 use faceval_eval::metrics::{Confusion, TaskMetrics};
+use faceval_eval::sensitivity::PromptSensitivity;
 use faceval_eval::stats::{self, Interval};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -165,6 +167,12 @@ pub struct Cell {
     pub confusion: Option<Confusion>,
     #[serde(skip)]
     pub breakdown: BTreeMap<String, BTreeMap<String, Interval>>,
+    /// ECE, MCE, Brier and reliability bins, where the run scored options.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<Calibration>,
+    /// Accuracy per prompt variant, where the task lists variants.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt_sensitivity: Option<PromptSensitivity>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -254,17 +262,24 @@ pub struct LatencySeries {
     pub n: usize,
 }
 
+/// One row's (model's) view of one task in a per-task figure or table.
 #[derive(Debug, Clone, Serialize)]
-pub struct ConfusionPanel {
+pub struct Panel<T> {
     pub label: String,
-    pub confusion: Confusion,
+    #[serde(flatten)]
+    pub value: T,
 }
 
+/// A per-task set of panels: confusion matrices, calibration, prompt sensitivity.
 #[derive(Debug, Clone, Serialize)]
-pub struct ConfusionSet {
+pub struct PanelSet<T> {
     pub task: String,
-    pub panels: Vec<ConfusionPanel>,
+    pub panels: Vec<Panel<T>>,
 }
+
+pub type ConfusionSet = PanelSet<Confusion>;
+pub type CalibrationSet = PanelSet<Calibration>;
+pub type SensitivitySet = PanelSet<PromptSensitivity>;
 
 /// Everything a report shows.
 #[derive(Debug, Clone, Serialize)]
@@ -286,6 +301,10 @@ pub struct Report {
     pub latency: Vec<LatencySeries>,
     #[serde(skip)]
     pub confusion: Vec<ConfusionSet>,
+    /// Tasks whose runs scored options: ECE, MCE, Brier per model (`docs/calibration.md`).
+    pub calibration: Vec<CalibrationSet>,
+    /// Tasks with prompt variants (`docs/prompt-sensitivity.md`).
+    pub prompt_sensitivity: Vec<SensitivitySet>,
     pub published: Vec<PublishedTable>,
 }
 
@@ -408,6 +427,8 @@ fn cell_from(m: Option<&TaskMetrics>, run: usize) -> Cell {
         run,
         confusion: m.confusion_matrix,
         breakdown: m.breakdown,
+        calibration: m.calibration,
+        prompt_sensitivity: m.prompt_sensitivity,
     }
 }
 
@@ -516,7 +537,9 @@ pub fn build_from(runs: Vec<RunData>, options: &ReportOptions) -> Result<Report>
     let (efficiency, efficiency_notes) = efficiency(&plans, &runs);
     let fairness = fairness_fields(&sections, &runs, &fairness_options)?;
     let latency = latency_series(&plans, &runs);
-    let confusion = confusion_sets(&sections);
+    let confusion = panel_sets(&sections, |c| c.confusion.clone());
+    let calibration = panel_sets(&sections, |c| c.calibration.clone());
+    let prompt_sensitivity = panel_sets(&sections, |c| c.prompt_sensitivity.clone());
     let published = match &options.published_dir {
         Some(d) => published::read_dir(d)?,
         None => Vec::new(),
@@ -558,6 +581,8 @@ pub fn build_from(runs: Vec<RunData>, options: &ReportOptions) -> Result<Report>
         fairness_min_group_size: fairness_options.min_group_size,
         latency,
         confusion,
+        calibration,
+        prompt_sensitivity,
         published,
     })
 }
@@ -1025,23 +1050,23 @@ fn latency_series(plans: &[RowPlan], runs: &[RunData]) -> Vec<LatencySeries> {
         .collect()
 }
 
-fn confusion_sets(sections: &[Section]) -> Vec<ConfusionSet> {
+/// Per column (task) of every section, one panel per row whose cell has what `pick` takes.
+fn panel_sets<T>(sections: &[Section], pick: impl Fn(&Cell) -> Option<T>) -> Vec<PanelSet<T>> {
     let mut out = Vec::new();
     for s in sections {
         for (c, col) in s.columns.iter().enumerate() {
-            let panels: Vec<ConfusionPanel> = s
+            let panels: Vec<Panel<T>> = s
                 .rows
                 .iter()
                 .filter_map(|r| {
-                    let cm = r.cells[c].as_ref()?.confusion.clone()?;
-                    Some(ConfusionPanel {
+                    Some(Panel {
                         label: r.label.clone(),
-                        confusion: cm,
+                        value: pick(r.cells[c].as_ref()?)?,
                     })
                 })
                 .collect();
             if !panels.is_empty() {
-                out.push(ConfusionSet {
+                out.push(PanelSet {
                     task: col.label.clone(),
                     panels,
                 });

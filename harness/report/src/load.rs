@@ -100,6 +100,9 @@ struct LeanPrediction<'a> {
     task: Cow<'a, str>,
     #[serde(default)]
     rotation: usize,
+    /// Prompt variant; the report's per-item views use variant 0 (the headline) only.
+    #[serde(default)]
+    variant: usize,
     #[serde(default)]
     correct: Option<bool>,
     /// Other tools may give only `correct` (docs/run-format.md): then `null` is an error.
@@ -238,15 +241,17 @@ pub fn read_items(path: &Path) -> Result<BTreeMap<String, TaskItems>> {
         })
         .collect::<Result<_>>()?;
     // A retried question has several lines; the last one counts (docs/run-format.md).
+    // Other prompt variants are scored in metrics.json's prompt_sensitivity block; the
+    // per-item views (accuracy, groups, latency) follow the headline, variant 0.
     let mut last: HashMap<(&str, &str, usize), usize> = HashMap::with_capacity(parsed.len());
     for (i, p) in parsed.iter().enumerate() {
-        if let Some(p) = p {
+        if let Some(p) = p.as_ref().filter(|p| p.variant == 0) {
             last.insert((p.task.as_ref(), p.id.as_ref(), p.rotation), i);
         }
     }
     let mut by_task: BTreeMap<&str, Vec<&LeanPrediction>> = BTreeMap::new();
     for (i, p) in parsed.iter().enumerate() {
-        if let Some(p) = p {
+        if let Some(p) = p.as_ref().filter(|p| p.variant == 0) {
             if last[&(p.task.as_ref(), p.id.as_ref(), p.rotation)] == i {
                 by_task.entry(p.task.as_ref()).or_default().push(p);
             }

@@ -37,6 +37,14 @@ fn row(out: &mut String, cells: &[String]) {
     );
 }
 
+fn table(out: &mut String, (cols, rows): &crate::format::TextTable) {
+    header(out, cols);
+    for r in rows {
+        row(out, r);
+    }
+    out.push('\n');
+}
+
 fn image(out: &mut String, figures: &[Figure], name: &str) {
     if let Some(f) = figures.iter().find(|f| f.name == name) {
         let _ = writeln!(
@@ -282,6 +290,27 @@ pub fn render(report: &Report, figures: &[Figure], figure_notes: &[String]) -> S
                 figures,
                 &format!("confusion-{}", crate::plots::slug(&set.task)),
             );
+        }
+    }
+
+    if !report.calibration.is_empty() {
+        let _ = writeln!(o, "## Calibration\n\nECE and MCE over 15 equal-width confidence bins, multi-class Brier; 95% bootstrap intervals (`docs/calibration.md`).\n");
+        for set in &report.calibration {
+            let _ = writeln!(o, "### {}\n", set.task);
+            table(&mut o, &crate::format::calibration_table(set));
+            image(
+                &mut o,
+                figures,
+                &format!("reliability-{}", crate::plots::slug(&set.task)),
+            );
+        }
+    }
+
+    if !report.prompt_sensitivity.is_empty() {
+        let _ = writeln!(o, "## Prompt sensitivity\n\nAccuracy per phrasing on the items answered under all of them; headline scores use variant 0 (`docs/prompt-sensitivity.md`).\n");
+        for set in &report.prompt_sensitivity {
+            let _ = writeln!(o, "### {}\n", set.task);
+            table(&mut o, &crate::format::sensitivity_table(set));
         }
     }
 

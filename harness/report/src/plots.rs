@@ -9,6 +9,7 @@
 use std::sync::Once;
 
 use anyhow::{anyhow, Result};
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -108,6 +109,12 @@ pub enum Chart {
     Heatmaps {
         panels: Vec<HeatPanel>,
     },
+    /// Reliability diagram: per series, (mean confidence, accuracy) of each non-empty bin,
+    /// against the diagonal of perfect calibration.
+    Reliability {
+        series: Vec<String>,
+        points: Vec<Vec<(f64, f64)>>,
+    },
 }
 
 const ROW_MIN: u32 = 26;
@@ -132,6 +139,10 @@ impl Chart {
                 (980, h.max(legend_h).max(160))
             }
             Chart::Cdf { series, .. } => (980, 420u32.max(60 + 18 * series.len() as u32)),
+            // A square plot beside the legend.
+            Chart::Reliability { series, .. } => {
+                (LEGEND_W + 460, 440u32.max(60 + 18 * series.len() as u32))
+            }
             Chart::Bars { rows, .. } => (980, 90 + 28 * rows.len() as u32),
             Chart::Heatmaps { panels } => {
                 let k = panels.iter().map(|p| p.1.len()).max().unwrap_or(1).max(1) as u32;
@@ -160,6 +171,7 @@ impl Chart {
                 x_desc,
             } => draw_bars(root, rows, values, x_desc),
             Chart::Heatmaps { panels } => draw_heatmaps(root, panels),
+            Chart::Reliability { series, points } => draw_reliability(root, series, points),
         }
     }
 }
@@ -327,24 +339,13 @@ fn draw_cdf<DB: DrawingBackend>(
     let (w, _) = root.dim_in_pixel();
     let (plot, legend) = root.split_horizontally(w - LEGEND_W);
     draw_legend(&legend, series)?;
-    let mut chart = ChartBuilder::on(&plot)
-        .caption("Latency per question (CDF)", font(16))
-        .margin(10)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0f64..x_max.max(1e-3), 0f64..1f64)
-        .map_err(err)?;
-    chart
-        .configure_mesh()
-        .x_desc("latency (ms)")
-        .y_desc("share of questions")
-        .label_style(font(12))
-        .axis_desc_style(font(13))
-        .light_line_style(RGBColor(240, 240, 240))
-        .x_max_light_lines(1)
-        .y_max_light_lines(1)
-        .draw()
-        .map_err(err)?;
+    let axes = (
+        "Latency per question (CDF)",
+        x_max.max(1e-3),
+        "latency (ms)",
+        "share of questions",
+    );
+    let mut chart = line_chart(&plot, axes)?;
     for (s, v) in values.iter().enumerate() {
         if v.is_empty() {
             continue;
@@ -358,6 +359,70 @@ fn draw_cdf<DB: DrawingBackend>(
         pts.push((v[n - 1] as f64, 1.0));
         chart
             .draw_series(LineSeries::new(pts, color(s).stroke_width(2)))
+            .map_err(err)?;
+    }
+    Ok(())
+}
+
+/// Caption, x maximum, x and y descriptions of a [`line_chart`].
+type Axes<'a> = (&'a str, f64, &'a str, &'a str);
+
+/// Axes for lines over `0..x_max` × `0..1`, drawn with their light mesh.
+fn line_chart<'a, DB: DrawingBackend>(
+    plot: &'a DrawingArea<DB, Shift>,
+    (caption, x_max, x_desc, y_desc): Axes,
+) -> Result<ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>, String> {
+    let mut chart = ChartBuilder::on(plot)
+        .caption(caption, font(16))
+        .margin(10)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..x_max, 0f64..1f64)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .label_style(font(12))
+        .axis_desc_style(font(13))
+        .light_line_style(RGBColor(240, 240, 240))
+        .x_max_light_lines(1)
+        .y_max_light_lines(1)
+        .draw()
+        .map_err(err)?;
+    Ok(chart)
+}
+
+fn draw_reliability<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    series: &[String],
+    points: &[Vec<(f64, f64)>],
+) -> Result<(), String> {
+    let (w, h) = root.dim_in_pixel();
+    // A square plot: the diagonal is then at 45 degrees.
+    let side = (w - LEGEND_W).min(h);
+    let (plot, rest) = root.split_horizontally(side);
+    let (legend, _) = rest.split_horizontally(LEGEND_W.min(w - side));
+    draw_legend(&legend, series)?;
+    let axes = (
+        "Reliability (15 confidence bins)",
+        1.0,
+        "confidence (top option's probability)",
+        "accuracy",
+    );
+    let mut chart = line_chart(&plot, axes)?;
+    chart
+        .draw_series(LineSeries::new(
+            [(0.0, 0.0), (1.0, 1.0)],
+            RGBColor(150, 150, 150).stroke_width(1),
+        ))
+        .map_err(err)?;
+    for (s, pts) in points.iter().enumerate() {
+        chart
+            .draw_series(LineSeries::new(pts.clone(), color(s).stroke_width(2)))
+            .map_err(err)?;
+        chart
+            .draw_series(pts.iter().map(|&p| Circle::new(p, 4, color(s).filled())))
             .map_err(err)?;
     }
     Ok(())
@@ -803,7 +868,29 @@ pub fn figures(report: &Report) -> Result<(Vec<Figure>, Vec<String>)> {
                 panels: set
                     .panels
                     .iter()
-                    .map(|p| (p.label.clone(), p.confusion.labels.clone(), p.confusion.matrix.clone()))
+                    .map(|p| (p.label.clone(), p.value.labels.clone(), p.value.matrix.clone()))
+                    .collect(),
+            },
+        ));
+    }
+    // Reliability diagrams, one per task whose runs scored options.
+    for set in &report.calibration {
+        specs.push((
+            format!("reliability-{}", slug(&set.task)),
+            format!("{}: reliability diagram", set.task),
+            "Accuracy against mean confidence in each of 15 equal-width confidence bins (empty bins left out); the grey diagonal is perfect calibration.".into(),
+            Chart::Reliability {
+                series: set.panels.iter().map(|p| p.label.clone()).collect(),
+                points: set
+                    .panels
+                    .iter()
+                    .map(|p| {
+                        p.value
+                            .reliability
+                            .iter()
+                            .filter_map(|b| Some((b.confidence?, b.accuracy?)))
+                            .collect()
+                    })
                     .collect(),
             },
         ));
