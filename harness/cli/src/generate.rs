@@ -61,7 +61,7 @@ fn read_image(path: &Path) -> anyhow::Result<image::DynamicImage> {
         .map_err(|e| input_error(format!("{}: not a decodable image: {e}", path.display())))
 }
 
-pub fn generate(args: GenerateArgs, baselines_dir: &Path) -> anyhow::Result<ExitCode> {
+pub fn generate(args: GenerateArgs, baselines_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
     let loaded = model_manifest::resolve(&args.model, baselines_dir)?;
     let m = &loaded.manifest;
     if m.kind == ModelKind::Majority {

@@ -82,7 +82,7 @@ struct Served {
     counter: AtomicU64,
 }
 
-fn load(args: &ServeArgs, baselines_dir: &Path) -> anyhow::Result<(String, Loaded)> {
+fn load(args: &ServeArgs, baselines_dir: Option<&Path>) -> anyhow::Result<(String, Loaded)> {
     let loaded = model_manifest::resolve(&args.model, baselines_dir)?;
     let m = &loaded.manifest;
     let model = match m.kind {
@@ -125,7 +125,7 @@ fn load(args: &ServeArgs, baselines_dir: &Path) -> anyhow::Result<(String, Loade
     ))
 }
 
-pub fn serve(args: ServeArgs, baselines_dir: &Path) -> anyhow::Result<ExitCode> {
+pub fn serve(args: ServeArgs, baselines_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
     let (name, model) = load(&args, baselines_dir)?;
     let addr = format!("{}:{}", args.host, args.port);
     let server = tiny_http::Server::http(&addr)

@@ -49,6 +49,7 @@ pub fn task_record(task: &Task) -> TaskRecord {
         version: s.version.clone(),
         fingerprint: task.fingerprint.clone(),
         path: task.path.display().to_string(),
+        origin: task.origin.label(),
         // The TOML spelling (`multiple_choice`, `open`, `numeric`), as docs/run-format.md says.
         style: serde_json::to_value(s.question.style)
             .ok()
