@@ -15,8 +15,8 @@ For every file it records what FaceLLM's own inference does with it:
 ``InternVLForConditionalGeneration`` on the tiny ``tiny-300m-current`` fixture checkpoint
 (float32, eager attention). ``harness/models/tests/photo_parity.rs`` holds faceval to it:
 
-* ``<file>.pillow.png``: the RGB pixels ``load_image`` produced (lossless), which faceval's
-  decoder must reproduce byte for byte (JPEG included: Pillow decodes JPEG with
+* ``rgb/<sha256 prefix>.png``: the RGB pixels ``load_image`` produced (lossless; files that
+  decode to the same pixels share one), which faceval's decoder must reproduce byte for byte (JPEG included: Pillow decodes JPEG with
   libjpeg-turbo, ISLOW IDCT, fancy upsampling, as faceval does).
 * ``manifest.json``: per file the encoding, Pillow's mode, the EXIF orientation, the size
   after transposing, the sha256 of the RGB bytes, and transformers' greedy token ids with the
@@ -118,7 +118,7 @@ def write_files(out: Path) -> dict[str, dict]:
     files["astronaut-16bit.png"] = {"encoding": "PNG RGB 16-bit", "scaled_from": "astronaut.png"}
     g8 = np.asarray(gray).astype(np.int64)
     g16 = np.clip(g8 * 257 + rng.integers(-120, 121, size=g8.shape), 0, 65535).astype(np.uint16)
-    Image.fromarray(g16, "I;16").save(out / "astronaut-gray16.png")
+    Image.fromarray(g16).save(out / "astronaut-gray16.png")
     files["astronaut-gray16.png"] = {"encoding": "PNG grayscale 16-bit", "scaled_from": "astronaut-gray.png"}
     # WebP.
     save("astronaut-lossless.webp", img, "WebP lossless", lossless=True)
@@ -214,7 +214,10 @@ def main() -> None:
             reference = pil_rgb
         entry["size_wh"] = list(reference.size)
         entry["rgb_sha256"] = hashlib.sha256(reference.tobytes()).hexdigest()
-        reference.save(out / f"{name}.pillow.png", optimize=True)
+        entry["rgb_png"] = f"rgb/{entry['rgb_sha256'][:16]}.png"
+        if not (out / entry["rgb_png"]).exists():
+            (out / "rgb").mkdir(exist_ok=True)
+            reference.save(out / entry["rgb_png"], optimize=True)
         entry.update(answer(processor, model, reference))
         record["files"][name] = entry
         print(f"{name:28} {entry['pillow_mode']:5} {entry['size_wh']} {entry['generated_ids']}")

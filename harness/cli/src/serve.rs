@@ -378,7 +378,7 @@ fn decode_image_url(url: &str) -> Result<image::DynamicImage, String> {
             url.chars().take(40).collect::<String>()
         ));
     };
-    image::load_from_memory(&bytes).map_err(|e| format!("not a decodable image: {e}"))
+    faceval_models::image_io::decode(&bytes).map_err(|e| format!("not a decodable image: {e:#}"))
 }
 
 fn chat(body: &str, served: &Served) -> Result<Value, HttpError> {

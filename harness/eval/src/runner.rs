@@ -121,8 +121,9 @@ fn decode(item: &Item) -> anyhow::Result<Decoded> {
     for path in &item.images {
         let bytes = std::fs::read(path)
             .map_err(|e| input_error(format!("{}: cannot read image: {e}", path.display())))?;
-        let img = image::load_from_memory(&bytes)
-            .map_err(|e| input_error(format!("{}: not a decodable image: {e}", path.display())))?;
+        let img = faceval_models::image_io::decode(&bytes).map_err(|e| {
+            input_error(format!("{}: not a decodable image: {e:#}", path.display()))
+        })?;
         shas.push(sha256_hex(&bytes));
         images.push(Arc::new(img));
     }

@@ -9,9 +9,11 @@
 //!   own IFD;
 //! - grayscale is replicated to three channels; palette images are expanded; alpha is
 //!   dropped, not composited (`convert("RGB")` drops it too);
-//! - 16-bit samples are scaled to 8 bits as `round(v / 257)`. Pillow clips them instead (a
-//!   16-bit grayscale PNG becomes mode `I`, and `convert("RGB")` saturates every value above
-//!   255), which turns most 16-bit photographs white; faceval deliberately differs there.
+//! - 16-bit samples are scaled to 8 bits as `round(v / 257)`. Pillow keeps only the high byte
+//!   of 16-bit RGB and clips 16-bit grayscale (mode `I;16`: `convert("RGB")` saturates every
+//!   value above 255, turning a photograph white); faceval deliberately differs there.
+//! - JPEG goes through `image`'s zune-jpeg, which is not yet bit-identical to Pillow's
+//!   libjpeg-turbo (≤ 4 levels on 4:2:0 photographs; `tests/photo_parity.rs`).
 //!
 //! See `docs/datasets.md` ("Image files") for the list of encodings and how each is read.
 
