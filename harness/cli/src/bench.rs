@@ -177,7 +177,11 @@ impl Drop for TempDir {
     }
 }
 
-pub fn bench(args: BenchArgs, tasks_dir: &Path, baselines_dir: &Path) -> anyhow::Result<ExitCode> {
+pub fn bench(
+    args: BenchArgs,
+    tasks_dir: Option<&Path>,
+    baselines_dir: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
     if args.repeat == 0 {
         return Err(input_error("--repeat must be at least 1"));
     }

@@ -133,60 +133,73 @@ pub struct DemoArgs {
     pub seed: u64,
 }
 
-pub fn tasks(action: TasksAction, tasks_dir: &Path) -> anyhow::Result<ExitCode> {
+/// Where `tasks list` / `validate` say a task comes from: `builtin`, or its file (and whether
+/// that file replaces a built-in of the same name).
+fn origin_note(def: &faceval_eval::builtin::Definition) -> String {
+    if def.overrides_builtin {
+        format!("{} (replaces the built-in)", def.origin.label())
+    } else {
+        def.origin.label()
+    }
+}
+
+pub fn tasks(action: TasksAction, tasks_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
     match action {
         TasksAction::List => {
-            for path in task::list_task_files(tasks_dir)? {
-                match Task::load(&path) {
+            for def in task::all(tasks_dir)? {
+                match Task::from_definition(&def) {
                     Ok(t) => println!(
-                        "{:<24} v{:<3} {:<11} {:<16} {}",
+                        "{:<24} v{:<3} {:<11} {:<16} {:<8} {}",
                         t.name(),
                         t.spec.version,
                         t.spec.dataset.reader.as_str(),
                         format!("{:?}", t.spec.question.style).to_lowercase(),
+                        origin_note(&def),
                         t.spec.description
                     ),
-                    Err(e) => println!("{:<24} INVALID: {e:#}", path.display()),
+                    Err(e) => println!("{:<24} INVALID ({}): {e:#}", def.name, origin_note(&def)),
                 }
             }
             Ok(ExitCode::SUCCESS)
         }
         TasksAction::Show { name } => {
             let t = task::resolve(&name, tasks_dir)?;
-            println!(
-                "# {} (v{}) from {}",
-                t.name(),
-                t.spec.version,
-                t.path.display()
-            );
+            let from = match &t.origin {
+                faceval_eval::builtin::Origin::Builtin => {
+                    format!("builtin ({} in the faceval sources)", t.path.display())
+                }
+                faceval_eval::builtin::Origin::File(p) => p.display().to_string(),
+            };
+            println!("# {} (v{}) from {from}", t.name(), t.spec.version);
             println!("# fingerprint sha256:{}", t.fingerprint);
             println!("# labels: {}", t.labels.values().join(", "));
-            println!("{}", std::fs::read_to_string(&t.path)?);
+            println!("{}", t.source);
             Ok(ExitCode::SUCCESS)
         }
         TasksAction::Validate { names } => {
-            let paths: Vec<String> = if names.is_empty() {
-                task::list_task_files(tasks_dir)?
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect()
-            } else {
-                names
-            };
             let mut bad = 0;
-            for p in &paths {
-                match task::resolve(p, tasks_dir) {
-                    Ok(t) => println!("ok       {} ({})", t.name(), t.path.display()),
-                    Err(e) => {
-                        bad += 1;
-                        println!("invalid  {e:#}");
-                    }
+            let check = |t: anyhow::Result<Task>, bad: &mut usize| match t {
+                Ok(t) => println!("ok       {} ({})", t.name(), t.origin.label()),
+                Err(e) => {
+                    *bad += 1;
+                    println!("invalid  {e:#}");
                 }
-            }
+            };
+            let count = if names.is_empty() {
+                let defs = task::all(tasks_dir)?;
+                for def in &defs {
+                    check(Task::from_definition(def), &mut bad);
+                }
+                defs.len()
+            } else {
+                for n in &names {
+                    check(task::resolve(n, tasks_dir), &mut bad);
+                }
+                names.len()
+            };
             if bad > 0 {
                 return Err(input_error(format!(
-                    "{bad} of {} task files are invalid",
-                    paths.len()
+                    "{bad} of {count} task files are invalid"
                 )));
             }
             Ok(ExitCode::SUCCESS)
@@ -285,6 +298,7 @@ pub fn instantiate_on(
         kind: format!("{:?}", m.kind).to_lowercase(),
         fingerprint: loaded.fingerprint.clone(),
         source: m.source.clone(),
+        origin: loaded.origin.clone(),
         ..Default::default()
     };
     let handle = match m.kind {
@@ -332,7 +346,11 @@ fn base_manifest(record: ModelRecord) -> Manifest {
     }
 }
 
-pub fn run(args: RunArgs, tasks_dir: &Path, baselines_dir: &Path) -> anyhow::Result<ExitCode> {
+pub fn run(
+    args: RunArgs,
+    tasks_dir: Option<&Path>,
+    baselines_dir: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
     let loaded = model_manifest::resolve(&args.model, baselines_dir)?;
     let tasks: Vec<Task> = args
         .tasks
@@ -454,7 +472,7 @@ pub fn merge(args: MergeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn import(format: ImportFormat, tasks_dir: &Path) -> anyhow::Result<ExitCode> {
+pub fn import(format: ImportFormat, tasks_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
     match format {
         ImportFormat::Facexbench {
             results_dir,
@@ -490,9 +508,26 @@ pub fn score(args: ScoreArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn demo(args: DemoArgs, tasks_dir: &Path) -> anyhow::Result<ExitCode> {
-    let summary =
+/// The demo: runs into `out/runs/`, `summary.md`, and the leaderboard page over those runs
+/// (`index.html` with `leaderboard.md`/`.json` and `plots/` beside it) in `out`. The page's
+/// path is the last line printed.
+pub fn demo(args: DemoArgs, tasks_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let outcome =
         faceval_eval::demo::runner::run_demo(&args.out, tasks_dir, args.faces, args.seed)?;
-    println!("{summary}");
+    println!("{}", outcome.summary);
+    let options = faceval_report::ReportOptions {
+        title: "faceval demo".into(),
+        // The floor every real model has to beat.
+        reference: Some("majority".into()),
+        published_builtin: true,
+        ..Default::default()
+    };
+    let report = faceval_report::generate(&outcome.runs, &options, &args.out)?;
+    println!(
+        "Leaderboard ({} run folders, {} sections), with leaderboard.md, leaderboard.json and plots/ beside it:",
+        report.runs.len(),
+        report.sections.len()
+    );
+    println!("{}", args.out.join("index.html").display());
     Ok(ExitCode::SUCCESS)
 }

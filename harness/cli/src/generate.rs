@@ -57,11 +57,11 @@ pub struct GenerateArgs {
 fn read_image(path: &Path) -> anyhow::Result<image::DynamicImage> {
     let bytes = std::fs::read(path)
         .map_err(|e| input_error(format!("{}: cannot read image: {e}", path.display())))?;
-    image::load_from_memory(&bytes)
-        .map_err(|e| input_error(format!("{}: not a decodable image: {e}", path.display())))
+    faceval_models::image_io::decode(&bytes)
+        .map_err(|e| input_error(format!("{}: not a decodable image: {e:#}", path.display())))
 }
 
-pub fn generate(args: GenerateArgs, baselines_dir: &Path) -> anyhow::Result<ExitCode> {
+pub fn generate(args: GenerateArgs, baselines_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
     let loaded = model_manifest::resolve(&args.model, baselines_dir)?;
     let m = &loaded.manifest;
     if m.kind == ModelKind::Majority {

@@ -23,17 +23,14 @@ use clap::{Parser, Subcommand};
     about = "Benchmark and evaluation harness for face-understanding multimodal LLMs"
 )]
 struct Cli {
-    /// Folder of task TOML files.
-    #[arg(long, global = true, env = "FACEVAL_TASKS", default_value = "tasks")]
-    tasks_dir: PathBuf,
-    /// Folder of model manifests.
-    #[arg(
-        long,
-        global = true,
-        env = "FACEVAL_BASELINES",
-        default_value = "baselines"
-    )]
-    baselines_dir: PathBuf,
+    /// Folder of task TOML files that add to the built-in tasks; a file named like a built-in
+    /// (`facexbench.toml`) replaces it. The shipped tasks are built in.
+    #[arg(long, global = true, env = "FACEVAL_TASKS")]
+    tasks_dir: Option<PathBuf>,
+    /// Folder of model manifests (and `published/*.csv` tables) that add to the built-in ones;
+    /// a file named like a built-in replaces it. The shipped baselines are built in.
+    #[arg(long, global = true, env = "FACEVAL_BASELINES")]
+    baselines_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -90,20 +87,24 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Tasks { action } => commands::tasks(action, &cli.tasks_dir),
-        Command::Run(args) => commands::run(args, &cli.tasks_dir, &cli.baselines_dir),
+        Command::Tasks { action } => commands::tasks(action, cli.tasks_dir.as_deref()),
+        Command::Run(args) => {
+            commands::run(args, cli.tasks_dir.as_deref(), cli.baselines_dir.as_deref())
+        }
         Command::Merge(args) => commands::merge(args),
-        Command::Import { format } => commands::import(format, &cli.tasks_dir),
+        Command::Import { format } => commands::import(format, cli.tasks_dir.as_deref()),
         Command::Score(args) => commands::score(args),
-        Command::Demo(args) => commands::demo(args, &cli.tasks_dir),
-        Command::Serve(args) => serve::serve(args, &cli.baselines_dir),
-        Command::Generate(args) => generate::generate(args, &cli.baselines_dir),
+        Command::Demo(args) => commands::demo(args, cli.tasks_dir.as_deref()),
+        Command::Serve(args) => serve::serve(args, cli.baselines_dir.as_deref()),
+        Command::Generate(args) => generate::generate(args, cli.baselines_dir.as_deref()),
         Command::MakeCheckpoint(args) => generate::make_checkpoint(args),
-        Command::Bench(args) => bench::bench(args, &cli.tasks_dir, &cli.baselines_dir),
+        Command::Bench(args) => {
+            bench::bench(args, cli.tasks_dir.as_deref(), cli.baselines_dir.as_deref())
+        }
         Command::Parity(args) => parity::parity(args),
         Command::Audit(args) => audit::audit(args),
         Command::Gate(args) => gate::gate(args),
-        Command::Report(args) => report::report(args, &cli.baselines_dir),
+        Command::Report(args) => report::report(args, cli.baselines_dir.as_deref()),
     };
     match result {
         Ok(code) => code,

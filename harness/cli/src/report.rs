@@ -28,7 +28,7 @@ pub struct ReportArgs {
     pub alpha: f64,
 }
 
-pub fn report(args: ReportArgs, baselines_dir: &Path) -> anyhow::Result<ExitCode> {
+pub fn report(args: ReportArgs, baselines_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
     if !(args.alpha > 0.0 && args.alpha < 1.0) {
         return Err(faceval_eval::error::input_error(format!(
             "--alpha must be in (0, 1), got {}",
@@ -38,7 +38,8 @@ pub fn report(args: ReportArgs, baselines_dir: &Path) -> anyhow::Result<ExitCode
     let options = ReportOptions {
         title: args.title,
         reference: args.reference,
-        published_dir: Some(baselines_dir.join("published")),
+        published_builtin: true,
+        published_dir: baselines_dir.map(|d| d.join("published")),
         alpha: args.alpha,
         ..Default::default()
     };

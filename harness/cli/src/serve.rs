@@ -328,7 +328,7 @@ fn origin_authority(origin: &str) -> Option<&str> {
     Some(rest.split('/').next().unwrap_or(rest))
 }
 
-pub fn serve(args: ServeArgs, baselines_dir: &Path) -> anyhow::Result<ExitCode> {
+pub fn serve(args: ServeArgs, baselines_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
     let mut cfg = Config::from_args(&args)?;
     let manifest = model_manifest::resolve(&args.model, baselines_dir)?;
     check_servable(&manifest, &args)?;

@@ -305,6 +305,22 @@ fn demo_runs_end_to_end() {
         "{}",
         String::from_utf8_lossy(&res.stderr)
     );
+    // The demo writes the leaderboard page over its runs, and prints its path last.
+    let stdout = String::from_utf8_lossy(&res.stdout);
+    let page = out.join("index.html");
+    assert_eq!(
+        stdout.lines().last(),
+        Some(page.display().to_string().as_str()),
+        "{stdout}"
+    );
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.contains("tiny-internvl3"));
+    let board: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("leaderboard.json")).unwrap())
+            .unwrap();
+    assert_eq!(board["reference"], "majority");
+    assert!(out.join("leaderboard.md").is_file());
+    assert!(std::fs::read_dir(out.join("plots")).unwrap().count() > 0);
     let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
     assert!(
         summary.contains("| random | expression-rafdb | 96 |"),

@@ -1285,6 +1285,7 @@ mod tests {
             version: "1".into(),
             fingerprint: "f".into(),
             path: String::new(),
+            origin: String::new(),
             style: "multiple_choice".into(),
             labels: vec!["no".into(), "yes".into()],
             groups: vec!["gender".into()],

@@ -4,6 +4,7 @@
 //! It depends on `faceval-models` only through the [`faceval_models::Model`] trait.
 
 pub mod audit;
+pub mod builtin;
 pub mod calibration;
 pub mod datasets;
 pub mod demo;

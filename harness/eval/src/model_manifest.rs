@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::builtin::{self, Origin};
 use crate::error::input_error;
 use crate::prompt::sha256_hex;
 
@@ -92,7 +93,11 @@ fn default_dtype() -> String {
 #[derive(Debug, Clone)]
 pub struct LoadedManifest {
     pub manifest: ModelManifest,
+    /// The manifest file read (`None` for built-in manifests and bare checkpoints).
     pub path: Option<PathBuf>,
+    /// What run manifests record as `model.origin`: `builtin`, the manifest's path, or
+    /// `checkpoint`.
+    pub origin: String,
     /// sha256 of the manifest TOML, or of the built-in name.
     pub fingerprint: String,
 }
@@ -120,6 +125,7 @@ impl LoadedManifest {
                 zero_shot_template: String::new(),
             },
             path: None,
+            origin: builtin::BUILTIN.to_string(),
             fingerprint: sha256_hex(name.as_bytes()),
         }
     }
@@ -133,6 +139,16 @@ pub fn load(path: &Path) -> anyhow::Result<LoadedManifest> {
             path.display()
         ))
     })?;
+    parse(&text, path, Origin::File(path.to_path_buf()))
+}
+
+/// Parse a manifest, built-in or from a folder.
+pub fn from_definition(def: &builtin::Definition) -> anyhow::Result<LoadedManifest> {
+    parse(&def.text, &def.path, def.origin.clone())
+}
+
+/// Parse and check manifest TOML; `path` is used in messages.
+fn parse(text: &str, path: &Path, origin: Origin) -> anyhow::Result<LoadedManifest> {
     let manifest: ModelManifest = toml::from_str(&text)
         .map_err(|e| input_error(format!("{}: {}", path.display(), e.to_string().trim_end())))?;
     if manifest.kind == ModelKind::Internvl && manifest.source.is_empty() {
@@ -174,7 +190,11 @@ pub fn load(path: &Path) -> anyhow::Result<LoadedManifest> {
     Ok(LoadedManifest {
         fingerprint: sha256_hex(text.as_bytes()),
         manifest,
-        path: Some(path.to_path_buf()),
+        path: match &origin {
+            Origin::File(p) => Some(p.clone()),
+            Origin::Builtin => None,
+        },
+        origin: origin.label(),
     })
 }
 
@@ -195,17 +215,17 @@ fn kind_of_checkpoint(spec: &str) -> ModelKind {
     }
 }
 
-/// Resolve `--model`: a manifest path, a name in `baselines_dir`, a built-in (`random`,
+/// Resolve `--model`: a manifest path, a name in `baselines_dir` (`--baselines-dir`), a
+/// built-in manifest (the shipped `baselines/*.toml`), a built-in floor (`random`,
 /// `majority`), or a checkpoint folder / `hf://` id (CLIP / SigLIP when its config.json says
 /// so, else InternVL).
-pub fn resolve(spec: &str, baselines_dir: &Path) -> anyhow::Result<LoadedManifest> {
+pub fn resolve(spec: &str, baselines_dir: Option<&Path>) -> anyhow::Result<LoadedManifest> {
     let as_path = Path::new(spec);
     if as_path.extension().is_some_and(|e| e == "toml") {
         return load(as_path);
     }
-    let named = baselines_dir.join(format!("{spec}.toml"));
-    if named.is_file() {
-        return load(&named);
+    if let Some(def) = builtin::find(&builtin::MODEL_FILES, baselines_dir, spec)? {
+        return from_definition(&def);
     }
     match spec {
         "random" => return Ok(LoadedManifest::builtin("random", ModelKind::Random)),
@@ -223,27 +243,20 @@ pub fn resolve(spec: &str, baselines_dir: &Path) -> anyhow::Result<LoadedManifes
         let mut m = LoadedManifest::builtin(&name, kind_of_checkpoint(spec));
         m.manifest.source = spec.to_string();
         m.fingerprint = sha256_hex(spec.as_bytes());
+        m.origin = "checkpoint".into();
         return Ok(m);
     }
-    let known: Vec<String> = std::fs::read_dir(baselines_dir)
-        .map(|rd| {
-            let mut v: Vec<String> = rd
-                .filter_map(|e| e.ok())
-                .filter_map(|e| {
-                    let p = e.path();
-                    (p.extension()? == "toml")
-                        .then(|| p.file_stem().map(|s| s.to_string_lossy().into_owned()))?
-                })
-                .collect();
-            // The built-ins lead the list; baselines/ may also hold manifests of them.
-            v.retain(|n| n != "random" && n != "majority");
-            v.sort();
-            v
-        })
-        .unwrap_or_default();
+    let mut known = builtin::known_names(&builtin::MODEL_FILES, baselines_dir);
+    // The built-ins lead the list; baselines/ also holds manifests of them.
+    known.retain(|n| n != "random" && n != "majority");
+    let searched = match baselines_dir {
+        Some(d) => format!("no file {}", d.join(format!("{spec}.toml")).display()),
+        None => {
+            "no built-in manifest of that name (--baselines-dir adds a folder of manifests)".into()
+        }
+    };
     Err(input_error(format!(
-        "unknown model \"{spec}\": not a manifest file, not {}, not a checkpoint folder with config.json. Known: random, majority{}{}",
-        named.display(),
+        "unknown model \"{spec}\": not a manifest file, {searched}, not a checkpoint folder with config.json. Known: random, majority{}{}",
         if known.is_empty() { "" } else { ", " },
         known.join(", ")
     )))

@@ -33,6 +33,9 @@ pub struct TaskRecord {
     pub fingerprint: String,
     #[serde(default)]
     pub path: String,
+    /// Which definition was used: `builtin` (compiled into faceval) or the task file's path.
+    #[serde(default)]
+    pub origin: String,
     /// The question style and metric list, so that tools can score without the TOML.
     #[serde(default)]
     pub style: String,
@@ -67,6 +70,10 @@ pub struct ModelRecord {
     pub weight_bytes: u64,
     #[serde(default)]
     pub source: String,
+    /// Which manifest was used: `builtin` (compiled into faceval), the manifest file's path, or
+    /// `checkpoint` (a checkpoint folder or hf:// id named directly, no manifest).
+    #[serde(default)]
+    pub origin: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]

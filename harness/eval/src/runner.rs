@@ -53,6 +53,7 @@ pub fn task_record(task: &Task) -> TaskRecord {
         version: s.version.clone(),
         fingerprint: task.fingerprint.clone(),
         path: task.path.display().to_string(),
+        origin: task.origin.label(),
         // The TOML spelling (`multiple_choice`, `open`, `numeric`), as docs/run-format.md says.
         style: serde_json::to_value(s.question.style)
             .ok()
@@ -132,8 +133,9 @@ fn decode(item: &Item) -> anyhow::Result<Decoded> {
     for path in &item.images {
         let bytes = std::fs::read(path)
             .map_err(|e| input_error(format!("{}: cannot read image: {e}", path.display())))?;
-        let img = image::load_from_memory(&bytes)
-            .map_err(|e| input_error(format!("{}: not a decodable image: {e}", path.display())))?;
+        let img = faceval_models::image_io::decode(&bytes).map_err(|e| {
+            input_error(format!("{}: not a decodable image: {e:#}", path.display()))
+        })?;
         shas.push(sha256_hex(&bytes));
         images.push(Arc::new(img));
     }

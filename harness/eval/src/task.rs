@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::builtin::{self, Definition, Origin};
 use crate::error::input_error;
 use crate::labels::LabelSet;
 
@@ -250,8 +251,12 @@ fn default_min_group() -> usize {
 pub struct Task {
     pub spec: TaskSpec,
     pub labels: LabelSet,
-    /// Where it was read from.
+    /// Where messages say it is: the file read, or `tasks/<name>.toml` for a built-in.
     pub path: PathBuf,
+    /// Built into the binary, or read from `path`.
+    pub origin: Origin,
+    /// The TOML text.
+    pub source: String,
     /// sha256 of the TOML bytes.
     pub fingerprint: String,
 }
@@ -266,6 +271,13 @@ impl Task {
         let source = std::fs::read_to_string(path)
             .map_err(|e| input_error(format!("{}: cannot read task file: {e}", path.display())))?;
         Self::parse(&source, path)
+    }
+
+    /// Parse and validate a task definition, built-in or from a folder.
+    pub fn from_definition(def: &Definition) -> anyhow::Result<Task> {
+        let mut t = Self::parse(&def.text, &def.path)?;
+        t.origin = def.origin.clone();
+        Ok(t)
     }
 
     /// Parse and validate task TOML; `path` is used in messages.
@@ -402,6 +414,8 @@ impl Task {
             spec,
             labels,
             path: path.to_path_buf(),
+            origin: Origin::File(path.to_path_buf()),
+            source: source.to_string(),
             fingerprint,
         })
     }
@@ -434,40 +448,33 @@ fn locate(source: &str, path: &Path, section: &str, key: &str) -> String {
     }
 }
 
-/// Find a task by file path or by name in `tasks_dir` (`<name>.toml`).
-pub fn resolve(name_or_path: &str, tasks_dir: &Path) -> anyhow::Result<Task> {
+/// Find a task by file path, or by name: `<name>.toml` in `tasks_dir` (`--tasks-dir`) when it
+/// has one, else the built-in task of that name.
+pub fn resolve(name_or_path: &str, tasks_dir: Option<&Path>) -> anyhow::Result<Task> {
     let as_path = Path::new(name_or_path);
     if as_path.extension().is_some_and(|e| e == "toml") || as_path.is_file() {
         return Task::load(as_path);
     }
-    let candidate = tasks_dir.join(format!("{name_or_path}.toml"));
-    if candidate.is_file() {
-        return Task::load(&candidate);
+    if let Some(def) = builtin::find(&builtin::TASK_FILES, tasks_dir, name_or_path)? {
+        return Task::from_definition(&def);
     }
-    let known = list_task_files(tasks_dir)
-        .map(|v| {
-            v.iter()
-                .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
-                .collect::<Vec<_>>()
-                .join(", ")
-        })
-        .unwrap_or_default();
+    let known = builtin::known_names(&builtin::TASK_FILES, tasks_dir).join(", ");
+    let searched = match tasks_dir {
+        Some(d) => format!(
+            "not a built-in task, no file {}",
+            d.join(format!("{name_or_path}.toml")).display()
+        ),
+        None => "not a built-in task (--tasks-dir adds a folder of task files)".to_string(),
+    };
     Err(input_error(format!(
-        "unknown task \"{name_or_path}\": no file {} and no such path. Known tasks: {known}",
-        candidate.display()
+        "unknown task \"{name_or_path}\": {searched}, and no such path. Known tasks: {known}"
     )))
 }
 
-/// The `*.toml` files of a tasks folder, sorted.
-pub fn list_task_files(tasks_dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let entries = std::fs::read_dir(tasks_dir)
-        .map_err(|e| input_error(format!("{}: cannot list tasks: {e}", tasks_dir.display())))?;
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-        .collect();
-    files.sort();
-    Ok(files)
+/// Every task definition: the built-ins and the files of `tasks_dir` (which replace built-ins
+/// of the same name), sorted by name.
+pub fn all(tasks_dir: Option<&Path>) -> anyhow::Result<Vec<Definition>> {
+    builtin::all(&builtin::TASK_FILES, tasks_dir, false)
 }
 
 #[cfg(test)]

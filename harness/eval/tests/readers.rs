@@ -974,16 +974,18 @@ fn folders_input_errors() {
 
 // ---------------------------------------------------------------- shipped tasks
 
-/// Every task in tasks/ names options its reader accepts; with no data present the read is an
-/// input error that says what was expected, never a panic or an unknown-option complaint.
+/// Every shipped task (built in) names options its reader accepts; with no data present the
+/// read is an input error that says what was expected, never a panic or an unknown-option
+/// complaint.
 #[test]
 fn shipped_tasks_fail_cleanly_without_data() {
-    let tasks_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tasks");
-    let files = faceval_eval::task::list_task_files(&tasks_dir).unwrap();
-    assert!(!files.is_empty(), "no tasks in {}", tasks_dir.display());
+    let defs = faceval_eval::task::all(None).unwrap();
+    assert!(!defs.is_empty(), "no built-in tasks");
     let empty = tempfile::tempdir().unwrap();
-    for file in files {
-        let task = Task::load(&file).unwrap_or_else(|e| panic!("{}: {e:#}", file.display()));
+    for def in defs {
+        let file = &def.path;
+        let task =
+            Task::from_definition(&def).unwrap_or_else(|e| panic!("{}: {e:#}", file.display()));
         let msg = input_err(faceval_eval::datasets::read_task(&task, empty.path()));
         assert!(!msg.contains("unknown key"), "{}: {msg}", file.display());
         assert!(msg.contains("expected"), "{}: {msg}", file.display());

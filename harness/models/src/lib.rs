@@ -6,6 +6,7 @@
 
 pub mod baselines;
 pub mod hub;
+pub mod image_io;
 pub mod internvl;
 pub mod llava;
 pub mod model;

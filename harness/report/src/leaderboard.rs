@@ -30,7 +30,10 @@ pub struct ReportOptions {
     pub title: String,
     /// Model (or row label) every other row is tested against.
     pub reference: Option<String>,
-    /// Folder of published tables (`baselines/published`); `None` leaves the section out.
+    /// Show the shipped published tables (`baselines/published/*.csv`, compiled in).
+    pub published_builtin: bool,
+    /// Folder of published tables that add to (or, by file name, replace) the shipped ones.
+    /// With neither, the section is empty.
     pub published_dir: Option<PathBuf>,
     /// Significance level for the ▲/▼ markers, after Holm's adjustment.
     pub alpha: f64,
@@ -43,6 +46,7 @@ impl Default for ReportOptions {
         ReportOptions {
             title: "faceval report".into(),
             reference: None,
+            published_builtin: false,
             published_dir: None,
             alpha: 0.05,
             // Half the audit's 2,000: the gaps here are an overview (the audit is the formal
@@ -540,10 +544,8 @@ pub fn build_from(runs: Vec<RunData>, options: &ReportOptions) -> Result<Report>
     let confusion = panel_sets(&sections, |c| c.confusion.clone());
     let calibration = panel_sets(&sections, |c| c.calibration.clone());
     let prompt_sensitivity = panel_sets(&sections, |c| c.prompt_sensitivity.clone());
-    let published = match &options.published_dir {
-        Some(d) => published::read_dir(d)?,
-        None => Vec::new(),
-    };
+    let published =
+        published::read_all(options.published_builtin, options.published_dir.as_deref())?;
     let notes = run_notes(&runs);
     let run_infos = runs
         .iter()

@@ -50,6 +50,11 @@ fn header_name(key: &str) -> String {
 pub fn read_table(path: &Path) -> Result<PublishedTable> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| input_error(format!("{}: cannot read: {e}", path.display())))?;
+    parse_table(&text, path)
+}
+
+/// Parse one published CSV; `path` names it in messages and gives the table's file name.
+pub fn parse_table(text: &str, path: &Path) -> Result<PublishedTable> {
     let caption: Vec<&str> = text
         .lines()
         .take_while(|l| l.starts_with('#'))
@@ -89,15 +94,17 @@ pub fn read_table(path: &Path) -> Result<PublishedTable> {
 
 /// Every `*.csv` in a folder, by file name. A missing folder gives no tables.
 pub fn read_dir(dir: &Path) -> Result<Vec<PublishedTable>> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(input_error(format!("{}: cannot read: {e}", dir.display()))),
-    };
-    let mut paths: Vec<_> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "csv"))
-        .collect();
-    paths.sort();
-    paths.iter().map(|p| read_table(p)).collect()
+    read_all(false, Some(dir))
+}
+
+/// The published tables: the shipped ones (`baselines/published/*.csv`, compiled into
+/// faceval) when `builtin`, plus the `*.csv` files of `dir`, which replace shipped tables of
+/// the same file name. A `dir` that does not exist adds nothing. Sorted by file name.
+pub fn read_all(builtin: bool, dir: Option<&Path>) -> Result<Vec<PublishedTable>> {
+    use faceval_eval::builtin::{self as shipped, Origin};
+    shipped::all(&shipped::PUBLISHED_FILES, dir, true)?
+        .into_iter()
+        .filter(|d| builtin || d.origin != Origin::Builtin)
+        .map(|d| parse_table(&d.text, &d.path))
+        .collect()
 }

@@ -9,7 +9,7 @@ use crate::item::{Item, ItemError, ReadOutcome};
 use crate::labels::LabelSet;
 
 /// Image file extensions the folder readers pick up (compared lowercase).
-pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "bmp", "webp"];
+pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "bmp", "webp", "tif", "tiff"];
 
 /// `p` as given when absolute, else below `data_root`.
 pub fn resolve(data_root: &Path, p: &Path) -> PathBuf {

@@ -64,14 +64,28 @@ pub fn retarget(task: &Task, manifest_csv: &Path, benchmark: &Path) -> Option<Ta
 
 /// A fingerprint covering the original TOML and the dataset that replaced its own.
 fn with_fingerprint(original: &Task, mut t: Task) -> Task {
-    let source = std::fs::read_to_string(&original.path).unwrap_or_default();
+    let source = &original.source;
     let replacement = toml::to_string(&t.spec.dataset).unwrap_or_default();
     t.fingerprint = sha256_hex(format!("{source}\n# demo dataset\n{replacement}").as_bytes());
     t
 }
 
-/// Run the demo into `out` and return a printable summary.
-pub fn run_demo(out: &Path, tasks_dir: &Path, faces: usize, seed: u64) -> anyhow::Result<String> {
+/// What a demo wrote.
+#[derive(Debug, Clone)]
+pub struct DemoOutcome {
+    /// The printable summary (also in `summary.md`).
+    pub summary: String,
+    /// One run folder per model, in model order.
+    pub runs: Vec<std::path::PathBuf>,
+}
+
+/// Run the demo into `out`: one run folder per model under `out/runs/`, and `summary.md`.
+pub fn run_demo(
+    out: &Path,
+    tasks_dir: Option<&Path>,
+    faces: usize,
+    seed: u64,
+) -> anyhow::Result<DemoOutcome> {
     let data = out.join("data");
     let dataset = synth::generate(&data, faces, seed)?;
     let manifest_csv = dataset
@@ -87,8 +101,8 @@ pub fn run_demo(out: &Path, tasks_dir: &Path, faces: usize, seed: u64) -> anyhow
     )?;
     let mut tasks = Vec::new();
     let mut skipped = Vec::new();
-    for path in task::list_task_files(tasks_dir)? {
-        let t = Task::load(&path)?;
+    for def in task::all(tasks_dir)? {
+        let t = Task::from_definition(&def)?;
         match retarget(&t, &manifest_csv, &benchmark) {
             Some(r) => tasks.push(r),
             None => skipped.push(t.name().to_string()),
@@ -106,6 +120,7 @@ pub fn run_demo(out: &Path, tasks_dir: &Path, faces: usize, seed: u64) -> anyhow
         ),
     ];
     let mut results: Vec<(String, RunMetrics)> = Vec::new();
+    let mut runs = Vec::new();
     for (name, mut handle) in models {
         let run_dir = out.join("runs").join(name);
         // A demo always starts clean: the synthetic data may have been redrawn with another seed.
@@ -117,6 +132,7 @@ pub fn run_demo(out: &Path, tasks_dir: &Path, faces: usize, seed: u64) -> anyhow
                 name: name.into(),
                 kind: "baseline".into(),
                 fingerprint: sha256_hex(name.as_bytes()),
+                origin: crate::builtin::BUILTIN.into(),
                 ..Default::default()
             },
             device: "cpu".into(),
@@ -156,10 +172,11 @@ pub fn run_demo(out: &Path, tasks_dir: &Path, faces: usize, seed: u64) -> anyhow
             .collect();
         runner::run(&mut handle, manifest, &applicable, &opts)?;
         results.push((name.to_string(), crate::metrics::read_or_compute(&run_dir)?));
+        runs.push(run_dir);
     }
     let summary = render_summary(&results, faces, &skipped);
     std::fs::write(out.join("summary.md"), &summary)?;
-    Ok(summary)
+    Ok(DemoOutcome { summary, runs })
 }
 
 fn render_summary(results: &[(String, RunMetrics)], faces: usize, skipped: &[String]) -> String {

@@ -427,15 +427,10 @@ impl ProcessorConfig {
     }
 }
 
-/// Decodes an image file, naming the path in any error.
+/// Decodes an image file as transformers' `load_image` does (EXIF orientation applied, 8-bit
+/// RGB; see [`crate::image_io`]), naming the path in any error.
 pub fn load_image(path: &Path) -> Result<DynamicImage> {
-    let reader = image::ImageReader::open(path)
-        .with_context(|| format!("cannot open image {}", path.display()))?
-        .with_guessed_format()
-        .with_context(|| format!("cannot read image {}", path.display()))?;
-    reader
-        .decode()
-        .map_err(|e| anyhow!("cannot decode image {}: {e}", path.display()))
+    crate::image_io::open(path)
 }
 
 /// Preprocessed tiles of one prompt: `data` is `[tiles, 3, height, width]` row-major.
