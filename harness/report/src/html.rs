@@ -46,6 +46,7 @@ table{border-collapse:collapse;font-variant-numeric:tabular-nums}
 th,td{border:1px solid var(--line);padding:4px 8px;text-align:right;vertical-align:top;white-space:nowrap}
 thead th{white-space:normal;min-width:4em}
 td.wrap{white-space:normal;overflow-wrap:anywhere;min-width:8em}
+table.text td{white-space:normal;min-width:4em}
 th{background:var(--soft);font-weight:600;text-align:center}
 td.l,th.l{text-align:left}
 tbody tr:nth-child(even) td{background:#fafbfc}
@@ -223,7 +224,8 @@ fn section_table(p: &mut Page, s: &Section, has_reference: bool) {
 /// A table of plain text cells (escaped here); the first two columns are left-aligned.
 fn text_table(p: &mut Page, (header, rows): &format::TextTable) {
     let align = |i: usize| if i < 2 { " class=\"l\"" } else { "" };
-    p.push("<div class=\"scroll\"><table><thead><tr>");
+    // Text cells (a variant's wording, a group's name) wrap, so the table fits the window.
+    p.push("<div class=\"scroll\"><table class=\"text\"><thead><tr>");
     for (i, h) in header.iter().enumerate() {
         let _ = write!(p.s, "<th{}>{}</th>", align(i), esc(h));
     }
