@@ -630,7 +630,7 @@ fn ten_new_errors_where_the_baseline_was_right_are_a_regression() {
     let base_answer = |i: usize| if i % 10 < 8 { Ans::Right } else { Ans::Wrong };
     Crafted::default().write(&base, 0..1000, base_answer);
     // The candidate times out on 10 questions the baseline got right; all else equal.
-    let failed = |i: usize| i % 10 == 0 && i < 100;
+    let failed = |i: usize| i.is_multiple_of(10) && i < 100;
     Crafted::default().write(&cand, 0..1000, |i| if failed(i) { Ans::Error } else { base_answer(i) });
     let (code, v, all) = gate_json(&base, &cand, &[]);
     assert_eq!(code, Some(1), "{all}");

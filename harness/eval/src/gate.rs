@@ -604,7 +604,7 @@ fn units<'a>(s: &Shared<'a>) -> Vec<Unit<'a>> {
     let lines = s.base.iter().zip(&s.cand).map(|(b, c)| Unit {
         base: Answer::of(b),
         cand: Answer::of(c),
-        first: *b,
+        first: b,
     });
     if !s.record.circular {
         return lines.collect();

@@ -149,7 +149,7 @@ pub fn from_definition(def: &builtin::Definition) -> anyhow::Result<LoadedManife
 
 /// Parse and check manifest TOML; `path` is used in messages.
 fn parse(text: &str, path: &Path, origin: Origin) -> anyhow::Result<LoadedManifest> {
-    let manifest: ModelManifest = toml::from_str(&text)
+    let manifest: ModelManifest = toml::from_str(text)
         .map_err(|e| input_error(format!("{}: {}", path.display(), e.to_string().trim_end())))?;
     if manifest.kind == ModelKind::Internvl && manifest.source.is_empty() {
         return Err(input_error(format!(
