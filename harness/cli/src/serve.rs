@@ -607,7 +607,8 @@ async fn route(req: hyper::Request<Incoming>, served: Arc<Served>) -> Response {
         return error_response(code, &msg);
     }
     let model_object = || {
-        let mut m = json!({"id": served.name, "object": "model", "created": 0, "owned_by": "faceval"});
+        let mut m =
+            json!({"id": served.name, "object": "model", "created": 0, "owned_by": "faceval"});
         if let Some(root) = served.root.get() {
             m["root"] = json!(root);
         }

@@ -394,7 +394,12 @@ fn demo_runs_end_to_end() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|t| (t["name"].as_str().unwrap().to_string(), t["fingerprint"].as_str().unwrap().to_string()))
+            .map(|t| {
+                (
+                    t["name"].as_str().unwrap().to_string(),
+                    t["fingerprint"].as_str().unwrap().to_string(),
+                )
+            })
             .collect()
     };
     assert_eq!(fingerprints(&manifest), fingerprints(&majority));

@@ -49,7 +49,12 @@ impl Default for Crafted<'_> {
 }
 
 impl Crafted<'_> {
-    fn write(&self, dir: &Path, ids: impl IntoIterator<Item = usize>, answer: impl Fn(usize) -> Ans) {
+    fn write(
+        &self,
+        dir: &Path,
+        ids: impl IntoIterator<Item = usize>,
+        answer: impl Fn(usize) -> Ans,
+    ) {
         std::fs::create_dir_all(dir).unwrap();
         let manifest = json!({
             "format": 1,
@@ -80,12 +85,17 @@ impl Crafted<'_> {
                     p["parsed"] = Value::Null;
                     p["correct"] = Value::Null;
                     p["outcome"] = json!("error");
-                    p["error"] = json!("http://127.0.0.1:8000/v1/chat/completions answered HTTP 500");
+                    p["error"] =
+                        json!("http://127.0.0.1:8000/v1/chat/completions answered HTTP 500");
                 }
                 a => {
                     let ok = a == Ans::Right;
                     p["parsed"] = json!(if ok { "A" } else { "B" });
-                    p["parsed_label"] = json!(if ok { truth } else { ["sadness", "happiness"][i % 2] });
+                    p["parsed_label"] = json!(if ok {
+                        truth
+                    } else {
+                        ["sadness", "happiness"][i % 2]
+                    });
                     p["raw_output"] = json!(if ok { "A" } else { "B" });
                     p["correct"] = json!(ok);
                     p["outcome"] = json!(if ok { "correct" } else { "wrong" });
@@ -105,7 +115,11 @@ fn write_run(dir: &Path, task: &str, fingerprint: &str, n: usize, correct: impl 
         fingerprint,
         ..Default::default()
     }
-    .write(dir, 0..n, |i| if correct(i) { Ans::Right } else { Ans::Wrong });
+    .write(
+        dir,
+        0..n,
+        |i| if correct(i) { Ans::Right } else { Ans::Wrong },
+    );
 }
 
 fn gate(base: &Path, cand: &Path, extra: &[&str]) -> Output {
@@ -560,7 +574,9 @@ fn a_candidate_whose_every_answer_is_an_error_fails() {
     let out = gate(&base, &cand, &[]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("100 new errors on questions the baseline answered (80 of them right in the baseline)"),
+        text.contains(
+            "100 new errors on questions the baseline answered (80 of them right in the baseline)"
+        ),
         "{text}"
     );
 }
@@ -572,7 +588,13 @@ fn a_candidate_with_5_of_100_questions_is_incomplete_unless_partial_is_allowed()
     write_run(&base, "expr", "f", 100, |i| i % 10 < 8);
     // A run that stopped after 5 questions, although its manifest says it finished (a
     // wrong --limit does exactly that).
-    Crafted::default().write(&cand, 0..5, |i| if i % 10 < 8 { Ans::Right } else { Ans::Wrong });
+    Crafted::default().write(&cand, 0..5, |i| {
+        if i % 10 < 8 {
+            Ans::Right
+        } else {
+            Ans::Wrong
+        }
+    });
     let junit = dir.path().join("gate.xml");
     let (code, v, all) = gate_json(&base, &cand, &["--junit", junit.to_str().unwrap()]);
     assert_eq!(code, Some(1), "{all}");
@@ -580,7 +602,10 @@ fn a_candidate_with_5_of_100_questions_is_incomplete_unless_partial_is_allowed()
     let c = check(&v, "completeness");
     assert_eq!(c["status"], "incomplete");
     assert!(
-        c["message"].as_str().unwrap().contains("lacks 95 of the 100 questions"),
+        c["message"]
+            .as_str()
+            .unwrap()
+            .contains("lacks 95 of the 100 questions"),
         "{c}"
     );
     let xml = std::fs::read_to_string(&junit).unwrap();
@@ -594,13 +619,19 @@ fn a_candidate_with_5_of_100_questions_is_incomplete_unless_partial_is_allowed()
     assert_eq!(c["status"], "incomplete");
     assert!(
         c["message"].as_str().unwrap().contains("lacks 95")
-            && c["message"].as_str().unwrap().contains("only the shared questions"),
+            && c["message"]
+                .as_str()
+                .unwrap()
+                .contains("only the shared questions"),
         "{c}"
     );
     assert_eq!(v["passed"], true);
     let out = gate(&base, &cand, &["--allow-partial"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("incomplete⚠") && text.contains("95 missing"), "{text}");
+    assert!(
+        text.contains("incomplete⚠") && text.contains("95 missing"),
+        "{text}"
+    );
     // The same through gate.toml.
     let cfg = dir.path().join("gate.toml");
     std::fs::write(&cfg, "require_complete = false\n").unwrap();
@@ -613,12 +644,24 @@ fn a_candidate_with_5_of_100_questions_is_incomplete_unless_partial_is_allowed()
         finished: false,
         ..Default::default()
     }
-    .write(&unfinished, 0..100, |i| if i % 10 < 8 { Ans::Right } else { Ans::Wrong });
+    .write(&unfinished, 0..100, |i| {
+        if i % 10 < 8 {
+            Ans::Right
+        } else {
+            Ans::Wrong
+        }
+    });
     let (code, v, all) = gate_json(&base, &unfinished, &[]);
     assert_eq!(code, Some(1), "{all}");
     let c = run_check(&v, "completeness");
     assert_eq!(c["status"], "incomplete");
-    assert!(c["message"].as_str().unwrap().contains("no `finished` time"), "{c}");
+    assert!(
+        c["message"]
+            .as_str()
+            .unwrap()
+            .contains("no `finished` time"),
+        "{c}"
+    );
     let (code, _, all) = gate_json(&base, &unfinished, &["--allow-partial"]);
     assert_eq!(code, Some(0), "{all}");
 }
@@ -631,7 +674,13 @@ fn ten_new_errors_where_the_baseline_was_right_are_a_regression() {
     Crafted::default().write(&base, 0..1000, base_answer);
     // The candidate times out on 10 questions the baseline got right; all else equal.
     let failed = |i: usize| i.is_multiple_of(10) && i < 100;
-    Crafted::default().write(&cand, 0..1000, |i| if failed(i) { Ans::Error } else { base_answer(i) });
+    Crafted::default().write(&cand, 0..1000, |i| {
+        if failed(i) {
+            Ans::Error
+        } else {
+            base_answer(i)
+        }
+    });
     let (code, v, all) = gate_json(&base, &cand, &[]);
     assert_eq!(code, Some(1), "{all}");
     let e = check(&v, "errors");
@@ -677,7 +726,10 @@ fn errors_in_both_runs_are_reported_and_not_counted_against_the_candidate() {
     let e = check(&v, "errors");
     assert_eq!(e["status"], "pass");
     assert!(
-        e["message"].as_str().unwrap().contains("10 errors in both runs are not counted"),
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("10 errors in both runs are not counted"),
         "{e}"
     );
     assert_eq!(check(&v, "completeness")["status"], "pass");
@@ -696,31 +748,49 @@ fn every_output_states_the_smallest_detectable_drop() {
     let (code, v, all) = gate_json(
         &base,
         &cand,
-        &["--junit", junit.to_str().unwrap(), "--markdown", md.to_str().unwrap()],
+        &[
+            "--junit",
+            junit.to_str().unwrap(),
+            "--markdown",
+            md.to_str().unwrap(),
+        ],
     );
     assert_eq!(code, Some(0), "{all}");
     let sentence = v["power"].as_str().unwrap().to_string();
     assert!(
-        sentence.starts_with("The smallest true accuracy drop this comparison detects with 80% power")
+        sentence
+            .starts_with("The smallest true accuracy drop this comparison detects with 80% power")
             && sentence.contains("expr ")
             && sentence.contains("(n = 200)"),
         "{sentence}"
     );
     let drop = v["tasks"][0]["detectable_drop"].as_f64().unwrap();
     // max_drop (1 point) plus the MDE at 4 discordant pairs in 200.
-    let mde = v["tasks"][0]["checks"].as_array().unwrap().iter().find(|c| c["name"] == "accuracy").unwrap()
-        ["accuracy"]["minimum_detectable_effect"]
+    let mde = v["tasks"][0]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "accuracy")
+        .unwrap()["accuracy"]["minimum_detectable_effect"]
         .as_f64()
         .unwrap();
     assert!((drop - (1.0 + 100.0 * mde)).abs() < 1e-9, "{drop} vs {mde}");
-    assert!(sentence.contains(&format!("{drop:.1} points")), "{sentence}");
+    assert!(
+        sentence.contains(&format!("{drop:.1} points")),
+        "{sentence}"
+    );
     let text = String::from_utf8_lossy(&gate(&base, &cand, &[]).stdout).to_string();
     assert!(text.contains(&sentence), "{text}");
     assert!(std::fs::read_to_string(&md).unwrap().contains(&sentence));
-    assert!(std::fs::read_to_string(&junit).unwrap().contains("The smallest true accuracy drop"));
+    assert!(std::fs::read_to_string(&junit)
+        .unwrap()
+        .contains("The smallest true accuracy drop"));
     // Identical runs have no discordant pair: the statement is still made (an upper bound).
     let (_, v, _) = gate_json(&base, &base, &[]);
-    assert!(v["tasks"][0]["detectable_drop"].as_f64().unwrap() > 1.0, "{v}");
+    assert!(
+        v["tasks"][0]["detectable_drop"].as_f64().unwrap() > 1.0,
+        "{v}"
+    );
     // --strict makes an underpowered check fail.
     let (code, v, all) = gate_json(&base, &cand, &["--strict"]);
     assert_eq!(check(&v, "accuracy")["status"], "underpowered", "{all}");
@@ -743,7 +813,12 @@ fn two_different_models_with_the_same_outputs_carry_a_warning() {
     let (code, v, all) = gate_json(
         &base,
         &cand,
-        &["--junit", junit.to_str().unwrap(), "--markdown", md.to_str().unwrap()],
+        &[
+            "--junit",
+            junit.to_str().unwrap(),
+            "--markdown",
+            md.to_str().unwrap(),
+        ],
     );
     // A warning, not a failure.
     assert_eq!(code, Some(0), "{all}");
@@ -755,9 +830,14 @@ fn two_different_models_with_the_same_outputs_carry_a_warning() {
         "{notice}"
     );
     let text = String::from_utf8_lossy(&gate(&base, &cand, &[]).stdout).to_string();
-    assert!(text.contains("WARNING: The two runs come from different models"), "{text}");
+    assert!(
+        text.contains("WARNING: The two runs come from different models"),
+        "{text}"
+    );
     assert!(std::fs::read_to_string(&md).unwrap().contains("stale"));
-    assert!(std::fs::read_to_string(&junit).unwrap().contains("WARNING: The two runs"));
+    assert!(std::fs::read_to_string(&junit)
+        .unwrap()
+        .contains("WARNING: The two runs"));
     // The same model twice is no surprise.
     let (_, v, _) = gate_json(&base, &base, &[]);
     assert_eq!(v["notices"].as_array().unwrap().len(), 0);
@@ -770,17 +850,29 @@ fn bad_per_task_overrides_are_input_errors_that_name_the_key() {
     write_run(&base, "expr", "f", 100, |i| i % 2 == 0);
     let cfg = dir.path().join("gate.toml");
     for (toml, key) in [
-        ("[task.expr]\nfairness_tolerance = nan\n", "task.expr.fairness_tolerance"),
-        ("[task.expr]\nfairness_tolerance = -1.0\n", "task.expr.fairness_tolerance"),
+        (
+            "[task.expr]\nfairness_tolerance = nan\n",
+            "task.expr.fairness_tolerance",
+        ),
+        (
+            "[task.expr]\nfairness_tolerance = -1.0\n",
+            "task.expr.fairness_tolerance",
+        ),
         ("[task.expr]\nmax_drop = nan\n", "task.expr.max_drop"),
         ("[task.expr]\nmax_drop = -2.0\n", "task.expr.max_drop"),
         ("[task.expr]\nmax_new_errors = -1\n", "max_new_errors"),
-        ("[task.expr]\nfairness_tolerence = 2.0\n", "fairness_tolerence"),
+        (
+            "[task.expr]\nfairness_tolerence = 2.0\n",
+            "fairness_tolerence",
+        ),
     ] {
         std::fs::write(&cfg, toml).unwrap();
         let out = gate(&base, &base, &["--config", cfg.to_str().unwrap()]);
         assert_eq!(out.status.code(), Some(2), "{toml}: {}", text(&out));
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(key) && err.contains("gate.toml"), "{toml}: {err}");
+        assert!(
+            err.contains(key) && err.contains("gate.toml"),
+            "{toml}: {err}"
+        );
     }
 }

@@ -196,7 +196,10 @@ fn demo_report_renders_in_a_browser() {
     // The demo's three models ask the same task definitions: one leaderboard holds them all.
     let labels: Vec<&str> = rows.iter().map(|r| r["label"].as_str().unwrap()).collect();
     for model in ["majority", "random", "tiny-internvl3"] {
-        assert!(labels.contains(&model), "{model} not in the main leaderboard: {labels:?}");
+        assert!(
+            labels.contains(&model),
+            "{model} not in the main leaderboard: {labels:?}"
+        );
     }
     for s in &sections[1..] {
         assert!(
@@ -260,7 +263,11 @@ fn demo_report_renders_in_a_browser() {
     // its figure, no label cut short. The page has no scripts; this test adds one to a copy,
     // which measures the laid-out page and writes the result into the DOM that --dump-dom prints.
     let probe = out.join("layout-probe.html");
-    std::fs::write(&probe, html.replace("</body>", &format!("{LAYOUT_PROBE}</body>"))).unwrap();
+    std::fs::write(
+        &probe,
+        html.replace("</body>", &format!("{LAYOUT_PROBE}</body>")),
+    )
+    .unwrap();
     for width in [1024, 1400] {
         let dom = chromium(
             &dir.path().join(format!("profile-layout-{width}")),
@@ -273,12 +280,21 @@ fn demo_report_renders_in_a_browser() {
             .nth(1)
             .and_then(|t| t.split("</pre>").next())
             .unwrap_or_else(|| panic!("the layout probe did not run at {width} px"));
-        let v: serde_json::Value = serde_json::from_str(&json.replace("&quot;", "\"").replace("&amp;", "&"))
-            .unwrap_or_else(|e| panic!("{e}: {json}"));
+        let v: serde_json::Value =
+            serde_json::from_str(&json.replace("&quot;", "\"").replace("&amp;", "&"))
+                .unwrap_or_else(|e| panic!("{e}: {json}"));
         assert!(v["tables"].as_u64().unwrap() >= 3, "{v}");
-        assert_eq!(v["wide"], serde_json::json!([]), "tables wider than {width} px: {v}");
+        assert_eq!(
+            v["wide"],
+            serde_json::json!([]),
+            "tables wider than {width} px: {v}"
+        );
         assert!(v["labels"].as_u64().unwrap() > 50, "{v}");
-        assert_eq!(v["clipped"], serde_json::json!([]), "SVG labels outside their figure at {width} px: {v}");
+        assert_eq!(
+            v["clipped"],
+            serde_json::json!([]),
+            "SVG labels outside their figure at {width} px: {v}"
+        );
     }
 
     let shot = dir.path().join("shot.png");

@@ -67,7 +67,11 @@ fn a_rerun_retries_errors_and_the_last_line_counts() {
         "{said}"
     );
     let lines = read_predictions(&out);
-    assert_eq!(lines.len(), 50, "the old error lines stay; the new ones follow");
+    assert_eq!(
+        lines.len(),
+        50,
+        "the old error lines stay; the new ones follow"
+    );
     let m = metrics(&out);
     assert_eq!(m["tasks"]["expr"]["n_errors"], 0, "{m}");
     assert_eq!(m["tasks"]["expr"]["n"], 40, "{m}");
@@ -107,10 +111,9 @@ fn a_rerun_retries_errors_and_the_last_line_counts() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
-    let board: Value = serde_json::from_str(
-        &std::fs::read_to_string(report.join("leaderboard.json")).unwrap(),
-    )
-    .unwrap();
+    let board: Value =
+        serde_json::from_str(&std::fs::read_to_string(report.join("leaderboard.json")).unwrap())
+            .unwrap();
     assert!(board.to_string().contains("\"n\":40"), "{board}");
 }
 
@@ -148,11 +151,18 @@ fn predictions_from_other_tools_need_only_the_required_fields() {
     assert_eq!(t["n"], 4, "{m}");
     assert_eq!(t["n_errors"], 1, "{m}");
     assert_eq!(t["n_unparseable"], 1, "{m}");
-    assert!((t["accuracy"]["estimate"].as_f64().unwrap() - 0.5).abs() < 1e-12, "{m}");
+    assert!(
+        (t["accuracy"]["estimate"].as_f64().unwrap() - 0.5).abs() < 1e-12,
+        "{m}"
+    );
 
     // A required field missing: the error names the file, line and field, exit 2.
     let bad = json!({"id": "f", "task": "expr", "target": "A", "outcome": "wrong"});
-    std::fs::write(out.join("predictions.jsonl"), format!("{}\n{bad}\n", lines[0])).unwrap();
+    std::fs::write(
+        out.join("predictions.jsonl"),
+        format!("{}\n{bad}\n", lines[0]),
+    )
+    .unwrap();
     std::fs::remove_file(out.join("metrics.json")).unwrap();
     let o = faceval().arg("score").arg(&out).output().unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
@@ -166,5 +176,9 @@ fn predictions_from_other_tools_need_only_the_required_fields() {
     std::fs::write(out.join("predictions.jsonl"), format!("{bad}\n")).unwrap();
     let o = faceval().arg("score").arg(&out).output().unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("outcome"), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("outcome"),
+        "{}",
+        text(&o)
+    );
 }

@@ -298,7 +298,8 @@ fn a_served_model_answers_like_the_local_one_and_a_rerun_is_free() {
     );
     assert_eq!(answers(&again), got);
     let manifest_again: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(again.join("manifest.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(again.join("manifest.json")).unwrap())
+            .unwrap();
     assert_eq!(manifest_again["http_requests"], 2);
     assert_eq!(manifest_again["cache_hits"], 12);
 }
@@ -1768,24 +1769,40 @@ fn new_weights_under_the_same_name_and_address_are_not_answered_from_the_cache()
         assert_eq!(code, 200);
         serde_json::from_slice(&body).unwrap()
     };
-    let root_a = models(port)["data"][0]["root"].as_str().unwrap().to_string();
-    assert!(root_a.starts_with("sha256:") && root_a.len() == 71, "{root_a}");
+    let root_a = models(port)["data"][0]["root"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        root_a.starts_with("sha256:") && root_a.len() == 71,
+        "{root_a}"
+    );
     let manifest = write_manifest(dir.path(), &first.base_url(), "");
     let old = dir.path().join("old");
-    let o = run_cmd(dir.path(), &manifest, &task, &old).output().unwrap();
+    let o = run_cmd(dir.path(), &manifest, &task, &old)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(run_manifest(&old)["cache_hits"], 0);
 
     // Another checkpoint, served under the same name at the same address.
     first.kill();
     let second = Server::start_model(port, &fixtures.join("tiny-6b"), &[], &[]);
-    let root_b = models(port)["data"][0]["root"].as_str().unwrap().to_string();
+    let root_b = models(port)["data"][0]["root"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_ne!(root_a, root_b);
     let new = dir.path().join("new");
-    let o = run_cmd(dir.path(), &manifest, &task, &new).output().unwrap();
+    let o = run_cmd(dir.path(), &manifest, &task, &new)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let m = run_manifest(&new);
-    assert_eq!(m["cache_hits"], 0, "the old checkpoint's answers were reused: {m}");
+    assert_eq!(
+        m["cache_hits"], 0,
+        "the old checkpoint's answers were reused: {m}"
+    );
     assert_eq!(m["http_requests"], 2 + 6, "{m}");
     assert_ne!(
         answers(&old),
@@ -1794,7 +1811,9 @@ fn new_weights_under_the_same_name_and_address_are_not_answered_from_the_cache()
     );
     // A rerun of the same server is answered from the cache.
     let again = dir.path().join("again");
-    let o = run_cmd(dir.path(), &manifest, &task, &again).output().unwrap();
+    let o = run_cmd(dir.path(), &manifest, &task, &again)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(run_manifest(&again)["cache_hits"], 6);
     assert_eq!(answers(&again), answers(&new));

@@ -631,7 +631,11 @@ mod tests {
             .collect();
         assert_eq!(
             got,
-            [("a", Outcome::Correct), ("b", Outcome::Correct), ("c", Outcome::Error)]
+            [
+                ("a", Outcome::Correct),
+                ("b", Outcome::Correct),
+                ("c", Outcome::Error)
+            ]
         );
     }
 
@@ -639,10 +643,22 @@ mod tests {
     fn outcome_may_be_given_by_correct_alone() {
         let line = |extra: &str| format!(r#"{{"id":"x","task":"t","target":"A",{extra}}}"#);
         let outcome = |extra: &str| Prediction::from_line(&line(extra)).map(|p| p.outcome);
-        assert_eq!(outcome(r#""parsed":"A","correct":true"#).unwrap(), Outcome::Correct);
-        assert_eq!(outcome(r#""parsed":"B","correct":false"#).unwrap(), Outcome::Wrong);
-        assert_eq!(outcome(r#""parsed":null,"correct":false"#).unwrap(), Outcome::Unparseable);
-        assert_eq!(outcome(r#""parsed":null,"correct":null"#).unwrap(), Outcome::Error);
+        assert_eq!(
+            outcome(r#""parsed":"A","correct":true"#).unwrap(),
+            Outcome::Correct
+        );
+        assert_eq!(
+            outcome(r#""parsed":"B","correct":false"#).unwrap(),
+            Outcome::Wrong
+        );
+        assert_eq!(
+            outcome(r#""parsed":null,"correct":false"#).unwrap(),
+            Outcome::Unparseable
+        );
+        assert_eq!(
+            outcome(r#""parsed":null,"correct":null"#).unwrap(),
+            Outcome::Error
+        );
         // Neither, or a required field missing: the serde error names the field.
         let err = outcome(r#""parsed":"A""#).unwrap_err().to_string();
         assert!(err.contains("outcome"), "{err}");

@@ -15,6 +15,4 @@ pub mod stream;
 pub mod zero_shot;
 
 pub use baselines::{MajorityModel, RandomModel};
-pub use model::{
-    Generation, Model, ModelInfo, ModelUnavailable, Request, StepTimings, Traffic,
-};
+pub use model::{Generation, Model, ModelInfo, ModelUnavailable, Request, StepTimings, Traffic};

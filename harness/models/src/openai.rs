@@ -274,14 +274,16 @@ impl OpenAiModel {
             req = req.set("Authorization", &format!("Bearer {key}"));
         }
         let v: Value = serde_json::from_str(&req.call().ok()?.into_string().ok()?).ok()?;
-        let entry = v
-            .get("data")?
-            .as_array()?
-            .iter()
-            .find(|m| m.get("id").and_then(Value::as_str) == Some(self.cfg.api_model.as_str()))?;
+        let entry =
+            v.get("data")?.as_array()?.iter().find(|m| {
+                m.get("id").and_then(Value::as_str) == Some(self.cfg.api_model.as_str())
+            })?;
         Some(ServedModel {
             id: self.cfg.api_model.clone(),
-            root: entry.get("root").and_then(Value::as_str).map(str::to_string),
+            root: entry
+                .get("root")
+                .and_then(Value::as_str)
+                .map(str::to_string),
         })
     }
 

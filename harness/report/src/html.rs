@@ -417,8 +417,7 @@ pub fn render(report: &Report, figures: &[Figure], figure_notes: &[String]) -> S
     }
     p.push("<th>source</th></tr></thead><tbody>");
     for r in &report.efficiency {
-        let _ =
-            write!(
+        let _ = write!(
             p.s,
             "<tr><td class=\"l\">{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td><td>{}</td>",
             esc(&r.label),

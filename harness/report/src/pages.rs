@@ -322,7 +322,11 @@ pub fn render_gate_html(gate: &Value) -> String {
         .flatten()
         .filter_map(Value::as_str)
     {
-        let _ = write!(body, "<div class=\"banner unknown\">Warning: {}</div>", esc(notice));
+        let _ = write!(
+            body,
+            "<div class=\"banner unknown\">Warning: {}</div>",
+            esc(notice)
+        );
     }
     if let Some(power) = gate.get("power").and_then(Value::as_str) {
         let _ = write!(body, "<p>{}</p>", esc(power));
