@@ -162,6 +162,16 @@ fn tasks_as_rows(tasks: usize, models: usize) -> bool {
     tasks > models
 }
 
+/// A task's heading cell (`th`), with its version and fingerprint on hover.
+fn task_head(c: &crate::leaderboard::Column, class: &str) -> String {
+    format!(
+        "<th{class} title=\"version {} · fingerprint {}\">{}</th>",
+        esc(&c.variant.version),
+        esc(crate::leaderboard::short(&c.variant.fingerprint)),
+        column_head(c)
+    )
+}
+
 /// A models × tasks table, or its transpose; `cell(row, column)` renders one cell.
 fn grid(
     p: &mut Page,
@@ -177,13 +187,8 @@ fn grid(
         }
         p.push("</tr></thead><tbody>\n");
         for (c, col) in s.columns.iter().enumerate() {
-            let _ = write!(
-                p.s,
-                "<tr><th class=\"l\" title=\"version {} · fingerprint {}\">{}</th>",
-                esc(&col.variant.version),
-                esc(crate::leaderboard::short(&col.variant.fingerprint)),
-                column_head(col)
-            );
+            p.push("<tr>");
+            p.push(&task_head(col, " class=\"l\""));
             for r in &s.rows {
                 p.push(&cell(r, c));
             }
@@ -192,13 +197,7 @@ fn grid(
     } else {
         p.push("<th class=\"l\">Model</th>");
         for c in &s.columns {
-            let _ = write!(
-                p.s,
-                "<th title=\"version {} · fingerprint {}\">{}</th>",
-                esc(&c.variant.version),
-                esc(crate::leaderboard::short(&c.variant.fingerprint)),
-                column_head(c)
-            );
+            p.push(&task_head(c, ""));
         }
         p.push("</tr></thead><tbody>\n");
         for r in &s.rows {
