@@ -142,12 +142,7 @@ fn gate_json(base: &Path, cand: &Path, extra: &[&str]) -> (Option<i32>, Value, S
 }
 
 fn accuracy_check(v: &Value) -> &Value {
-    v["tasks"][0]["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "accuracy")
-        .unwrap()
+    check(v, "accuracy")
 }
 
 #[test]
