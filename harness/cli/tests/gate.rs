@@ -761,12 +761,7 @@ fn every_output_states_the_smallest_detectable_drop() {
     );
     let drop = v["tasks"][0]["detectable_drop"].as_f64().unwrap();
     // max_drop (1 point) plus the MDE at 4 discordant pairs in 200.
-    let mde = v["tasks"][0]["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "accuracy")
-        .unwrap()["accuracy"]["minimum_detectable_effect"]
+    let mde = accuracy_check(&v)["accuracy"]["minimum_detectable_effect"]
         .as_f64()
         .unwrap();
     assert!((drop - (1.0 + 100.0 * mde)).abs() < 1e-9, "{drop} vs {mde}");
