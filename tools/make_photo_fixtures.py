@@ -101,6 +101,15 @@ def write_files(out: Path) -> dict[str, dict]:
     save("astronaut-gray.jpg", gray, "JPEG grayscale", quality=90)
     save("astronaut-cmyk.jpg", img.convert("CMYK"), "JPEG CMYK (Adobe, inverted)", quality=90)
     save("astronaut-exif6.jpg", img, "JPEG with EXIF orientation 6 (rotate 90 CW)", quality=90, exif=exif(6))
+    # Sizes that are not whole 16x16 blocks exercise the upsampler's edge rows and columns.
+    save("astronaut-odd.jpg", img.crop((0, 0, 317, 237)), "JPEG 4:2:0, 317x237 (partial blocks)", quality=90)
+    save("astronaut-optimized.jpg", img, "JPEG optimized Huffman tables, restart every row", quality=80, optimize=True, restart_marker_rows=1)
+    # Bytes between the last scan and EOI: libjpeg warns ("extraneous bytes before marker"),
+    # Pillow decodes the image anyway.
+    data = (out / "astronaut.jpg").read_bytes()
+    assert data.endswith(b"\xff\xd9")
+    (out / "astronaut-extraneous.jpg").write_bytes(data[:-2] + b"\x00\x13\x37" + data[-2:])
+    files["astronaut-extraneous.jpg"] = {"encoding": "JPEG 4:2:0 with 3 extraneous bytes before EOI (a libjpeg warning)"}
     # PNG.
     save("astronaut.png", img, "PNG RGB 8-bit")
     save("astronaut-gray.png", gray, "PNG grayscale 8-bit")

@@ -6,8 +6,8 @@
 //! checkpoint, through the PIL image processor.
 //!
 //! Per file: faceval's decoded RGB bytes equal Pillow's, and generating from the file gives
-//! identical tokens with log-probabilities within 1e-3. JPEG is the known exception for now
-//! (see `JPEG_MAX_PIXEL_DIFF`). The 16-bit PNGs are the
+//! identical tokens with log-probabilities within 1e-3. JPEG included: it is decoded by
+//! libjpeg-turbo with Pillow's settings, so its bytes are Pillow's. The 16-bit PNGs are the
 //! documented exception: faceval scales 16-bit samples to 8 bits where Pillow clips or
 //! truncates them, so their reference is the 8-bit photograph they were made from.
 
@@ -20,16 +20,6 @@ use faceval_models::{image_io, Model, Request};
 use serde_json::Value;
 
 const LOGPROB_TOL: f64 = 1e-3;
-
-/// JPEG is not yet decoded by libjpeg-turbo (Pillow's decoder) but by `image`'s zune-jpeg,
-/// whose IDCT and chroma upsampling round differently: a known gap of issue 14, bounded here
-/// at what it measures on this set so that it cannot grow unnoticed (docs/datasets.md).
-const JPEG_MAX_PIXEL_DIFF: u8 = 4;
-const JPEG_LOGPROB_TOL: f64 = 2e-2;
-
-fn is_jpeg(name: &str) -> bool {
-    name.ends_with(".jpg")
-}
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -95,15 +85,8 @@ fn every_encoding_decodes_to_pillows_pixels() {
             entry["encoding"].as_str().unwrap(),
             want.as_raw().len()
         );
-        let allowed = if is_jpeg(&name) {
-            JPEG_MAX_PIXEL_DIFF
-        } else {
-            0
-        };
-        if max > allowed {
-            failures.push(format!(
-                "{name}: {n} bytes differ (max {max}, allowed {allowed})"
-            ));
+        if n > 0 {
+            failures.push(format!("{name}: {n} bytes differ (max {max})"));
         }
         encodings.insert(entry["pillow_mode"].as_str().unwrap().to_string());
     }
@@ -111,6 +94,11 @@ fn every_encoding_decodes_to_pillows_pixels() {
     for mode in ["RGB", "L", "P", "RGBA", "CMYK", "I;16"] {
         assert!(encodings.contains(mode), "no {mode} file in the set");
     }
+    let jpegs = files(&m)
+        .iter()
+        .filter(|(name, _)| name.ends_with(".jpg"))
+        .count();
+    assert!(jpegs >= 10, "only {jpegs} JPEG files in the set");
     assert!(failures.is_empty(), "{failures:#?}");
 }
 
@@ -153,13 +141,8 @@ fn every_encoding_gives_transformers_answers() {
                 if let Some((_, ours_lp)) = ours.iter().find(|(i, _)| *i == id) {
                     let d = (*ours_lp as f64 - lp).abs();
                     file_worst = file_worst.max(d);
-                    let tol = if is_jpeg(&name) {
-                        JPEG_LOGPROB_TOL
-                    } else {
-                        LOGPROB_TOL
-                    };
                     assert!(
-                        d <= tol,
+                        d <= LOGPROB_TOL,
                         "{name}: step {step} token {id}: logprob {ours_lp} vs transformers' {lp}"
                     );
                     matched += 1;
@@ -174,4 +157,23 @@ fn every_encoding_gives_transformers_answers() {
         worst = worst.max(file_worst);
     }
     eprintln!("worst |logprob diff| over the photo set: {worst:.2e}");
+}
+
+#[test]
+fn a_truncated_jpeg_is_an_error_naming_the_file() {
+    // Pillow refuses a JPEG whose data ends early ("image file is truncated"); so does faceval,
+    // rather than score a half-grey face.
+    let whole = std::fs::read(root().join("photos/astronaut.jpg")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cut = dir.path().join("cut.jpg");
+    std::fs::write(&cut, &whole[..whole.len() * 2 / 3]).unwrap();
+    let err = format!("{:#}", image_io::open(&cut).unwrap_err());
+    assert!(
+        err.contains("cut.jpg") && err.contains("Premature end of JPEG file"),
+        "{err}"
+    );
+    // Every shorter prefix is an error too, never a panic.
+    for n in (0..whole.len()).step_by(997) {
+        assert!(image_io::decode(&whole[..n]).is_err(), "prefix of {n} bytes");
+    }
 }

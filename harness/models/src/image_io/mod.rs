@@ -12,10 +12,12 @@
 //! - 16-bit samples are scaled to 8 bits as `round(v / 257)`. Pillow keeps only the high byte
 //!   of 16-bit RGB and clips 16-bit grayscale (mode `I;16`: `convert("RGB")` saturates every
 //!   value above 255, turning a photograph white); faceval deliberately differs there.
-//! - JPEG goes through `image`'s zune-jpeg, which is not yet bit-identical to Pillow's
-//!   libjpeg-turbo (≤ 4 levels on 4:2:0 photographs; `tests/photo_parity.rs`).
+//! - JPEG goes through libjpeg-turbo with Pillow's settings ([`jpeg`]), so its RGB bytes are
+//!   Pillow's, CMYK included (`tests/photo_parity.rs`).
 //!
 //! See `docs/datasets.md` ("Image files") for the list of encodings and how each is read.
+
+mod jpeg;
 
 use std::io::Cursor;
 
@@ -28,6 +30,11 @@ pub fn decode(bytes: &[u8]) -> Result<DynamicImage> {
         .with_guessed_format()
         .map_err(|e| anyhow!("cannot read the image header: {e}"))?;
     let format = reader.format();
+    if format == Some(ImageFormat::Jpeg) {
+        let mut img = jpeg::decode(bytes)?;
+        img.apply_orientation(jpeg::exif_orientation(bytes));
+        return Ok(img);
+    }
     let mut decoder = reader.into_decoder().map_err(|e| match format {
         None => anyhow!("not a known image format (PNG, JPEG, WebP, BMP or TIFF): {e}"),
         Some(f) => anyhow!("{f:?}: {e}"),
