@@ -379,6 +379,11 @@ pub fn run(
             manifest.device = info.device;
             manifest.dtype = info.dtype;
         }
+        if let Some(source) = model.prompt_template_source() {
+            manifest
+                .notes
+                .insert("prompt.template_source".into(), source);
+        }
     }
     manifest
         .notes

@@ -5,6 +5,7 @@
 //! This crate knows nothing of tasks, datasets or scoring.
 
 pub mod baselines;
+pub mod conversation;
 pub mod hub;
 pub mod image_io;
 pub mod internvl;

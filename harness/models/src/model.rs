@@ -150,6 +150,14 @@ pub trait Model: Send {
         None
     }
 
+    /// Where the model's prompt format comes from: a chat-template file or field, or a
+    /// built-in conversation template an original checkpoint names (`None` where prompts are
+    /// not chat-templated: the floors, zero-shot scoring, served models). A run records it in
+    /// its manifest's notes as `prompt.template_source`.
+    fn prompt_template_source(&self) -> Option<String> {
+        None
+    }
+
     /// Log-likelihood of each entry of `request.choices` as the assistant's answer, when the
     /// model can compute it. `Ok(None)` means "not supported": the caller falls back to
     /// generation with extraction.

@@ -407,6 +407,10 @@ impl InternVlModel {
 }
 
 impl Model for InternVlModel {
+    fn prompt_template_source(&self) -> Option<String> {
+        Some(self.text.template_source().to_string())
+    }
+
     fn info(&self) -> ModelInfo {
         crate::internvl::CheckpointInfo {
             name: &self.name,

@@ -11,11 +11,22 @@ use minijinja::{Environment, ErrorKind, Value as JValue};
 use serde_json::{json, Value};
 use tokenizers::Tokenizer;
 
+use crate::conversation::ConversationTemplate;
+
 /// Where the chat template was found (for run manifests and error messages).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TemplateSource {
     File(PathBuf),
-    Field { file: PathBuf, field: String },
+    Field {
+        file: PathBuf,
+        field: String,
+    },
+    /// An original checkpoint's `config.json` names a conversation template
+    /// ([`crate::conversation`]) and no file carries a Jinja template.
+    Conversation {
+        config: PathBuf,
+        name: String,
+    },
 }
 
 impl std::fmt::Display for TemplateSource {
@@ -23,7 +34,47 @@ impl std::fmt::Display for TemplateSource {
         match self {
             Self::File(p) => write!(f, "{}", p.display()),
             Self::Field { file, field } => write!(f, "{} field `{field}`", file.display()),
+            Self::Conversation { config, name } => write!(
+                f,
+                "conversation template {name:?} named by {} (rendered as InternVL's chat() renders it)",
+                config.display()
+            ),
         }
+    }
+}
+
+/// How a checkpoint's prompts are written: its Jinja chat template, or the conversation
+/// template an original InternVL checkpoint names instead.
+enum PromptFormat {
+    Jinja(String),
+    Conversation(&'static ConversationTemplate),
+}
+
+/// The chat template if a file carries one, else the conversation template `config.json`
+/// names (`"template": "internvl2_5"`), else an error saying where it looked.
+fn find_prompt_format(dir: &Path) -> Result<(PromptFormat, TemplateSource)> {
+    if let Some((t, source)) = locate_chat_template(dir)? {
+        return Ok((PromptFormat::Jinja(t), source));
+    }
+    let config = dir.join("config.json");
+    let name = read_json(&config)?
+        .as_ref()
+        .and_then(|c| c.get("template"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    match name {
+        Some(name) => {
+            let t = ConversationTemplate::named(&name)
+                .with_context(|| format!("{}: `template`", config.display()))?;
+            Ok((
+                PromptFormat::Conversation(t),
+                TemplateSource::Conversation { config, name },
+            ))
+        }
+        None => bail!(
+            "{}: no chat template (looked for chat_template.jinja, chat_template.json, a `chat_template` field in processor_config.json / tokenizer_config.json, and a conversation `template` in config.json)",
+            dir.display()
+        ),
     }
 }
 
@@ -52,14 +103,15 @@ fn template_from_field(v: &Value) -> Option<String> {
     }
 }
 
-/// Finds the chat template, in the order a processor loads it: `chat_template.jinja`,
-/// `chat_template.json`, `processor_config.json`, then `tokenizer_config.json`.
-pub fn find_chat_template(dir: &Path) -> Result<(String, TemplateSource)> {
+/// The chat template, in the order a processor loads it: `chat_template.jinja`,
+/// `chat_template.json`, `processor_config.json`, then `tokenizer_config.json`; `None` when
+/// no file carries one.
+fn locate_chat_template(dir: &Path) -> Result<Option<(String, TemplateSource)>> {
     let jinja = dir.join("chat_template.jinja");
     if jinja.exists() {
         let t =
             fs::read_to_string(&jinja).with_context(|| format!("reading {}", jinja.display()))?;
-        return Ok((t, TemplateSource::File(jinja)));
+        return Ok(Some((t, TemplateSource::File(jinja))));
     }
     for name in [
         "chat_template.json",
@@ -75,20 +127,29 @@ pub fn find_chat_template(dir: &Path) -> Result<(String, TemplateSource)> {
                         path.display()
                     )
                 })?;
-                return Ok((
+                return Ok(Some((
                     t,
                     TemplateSource::Field {
                         file: path,
                         field: "chat_template".into(),
                     },
-                ));
+                )));
             }
         }
     }
-    bail!(
-        "{}: no chat template (looked for chat_template.jinja, chat_template.json, and a `chat_template` field in processor_config.json / tokenizer_config.json)",
-        dir.display()
-    )
+    Ok(None)
+}
+
+/// Finds the chat template, in the order a processor loads it: `chat_template.jinja`,
+/// `chat_template.json`, `processor_config.json`, then `tokenizer_config.json`.
+pub fn find_chat_template(dir: &Path) -> Result<(String, TemplateSource)> {
+    match locate_chat_template(dir)? {
+        Some(found) => Ok(found),
+        None => bail!(
+            "{}: no chat template (looked for chat_template.jinja, chat_template.json, and a `chat_template` field in processor_config.json / tokenizer_config.json)",
+            dir.display()
+        ),
+    }
 }
 
 /// A special token in tokenizer_config.json: a string or an AddedToken object.
@@ -115,7 +176,7 @@ fn eos_ids(v: Option<&Value>) -> Vec<u32> {
 /// Prompt rendering and tokenisation for one InternVL checkpoint.
 pub struct InternVlText {
     tokenizer: Tokenizer,
-    template: String,
+    format: PromptFormat,
     template_source: TemplateSource,
     /// Special-token strings transformers passes to the template (`bos_token`, `eos_token`, ...).
     template_tokens: Vec<(String, String)>,
@@ -136,7 +197,7 @@ impl InternVlText {
         let tok_path = dir.join("tokenizer.json");
         let tokenizer = Tokenizer::from_file(&tok_path)
             .map_err(|e| anyhow!("cannot load tokenizer {}: {e}", tok_path.display()))?;
-        let (template, template_source) = find_chat_template(dir)?;
+        let (format, template_source) = find_prompt_format(dir)?;
 
         let tc_path = dir.join("tokenizer_config.json");
         let tc = read_json(&tc_path)?.unwrap_or(Value::Null);
@@ -191,6 +252,10 @@ impl InternVlText {
         if let Some(id) = tokenizer.token_to_id("<|im_end|>") {
             stops.insert(id);
         }
+        // chat() stops at its template's separator token.
+        if let PromptFormat::Conversation(t) = &format {
+            stops.insert(id_of(t.stop_token())?);
+        }
         if let Some(eos) = tc.get("eos_token").and_then(token_string) {
             if let Some(id) = tokenizer.token_to_id(&eos) {
                 stops.insert(id);
@@ -199,7 +264,7 @@ impl InternVlText {
 
         Ok(Self {
             tokenizer,
-            template,
+            format,
             template_source,
             template_tokens,
             start_image_token,
@@ -227,13 +292,18 @@ impl InternVlText {
     /// Renders the chat template over `messages` (a JSON list of `{role, content}` where
     /// content is a string or a list of `{type: "image"}` / `{type: "text", text}` parts).
     pub fn render(&self, messages: &Value, add_generation_prompt: bool) -> Result<String> {
-        render_chat_template(
-            &self.template,
-            &self.template_source,
-            &self.template_tokens,
-            messages,
-            add_generation_prompt,
-        )
+        match &self.format {
+            PromptFormat::Jinja(template) => render_chat_template(
+                template,
+                &self.template_source,
+                &self.template_tokens,
+                messages,
+                add_generation_prompt,
+            ),
+            PromptFormat::Conversation(t) => {
+                t.render(messages, add_generation_prompt, &self.context_image_token)
+            }
+        }
     }
 
     /// Replaces the i-th `<IMG_CONTEXT>` the template emitted with `<img>` +

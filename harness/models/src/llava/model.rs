@@ -127,6 +127,10 @@ impl LlavaModel {
 }
 
 impl Model for LlavaModel {
+    fn prompt_template_source(&self) -> Option<String> {
+        Some(self.text.template_source().to_string())
+    }
+
     fn info(&self) -> ModelInfo {
         crate::internvl::CheckpointInfo {
             name: &self.name,
