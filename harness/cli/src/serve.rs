@@ -1170,7 +1170,7 @@ fn check_dimensions(bytes: &[u8], max_pixels: u64) -> Result<(), String> {
         .with_guessed_format()
         .map_err(|e| format!("not a decodable image: {e}"))?;
     if reader.format().is_none() {
-        return Err("not a decodable image (PNG, JPEG, BMP or WebP)".into());
+        return Err("not a decodable image (PNG, JPEG, WebP, BMP or TIFF)".into());
     }
     let (w, h) = reader
         .into_dimensions()
@@ -1181,21 +1181,12 @@ fn check_dimensions(bytes: &[u8], max_pixels: u64) -> Result<(), String> {
     Ok(())
 }
 
-/// Decodes an image whose header passed [`check_dimensions`], with the decoder's allocations
-/// bounded by the pixel limit (four channels of 32-bit floats per pixel at most).
+/// Decodes an image whose header passed [`check_dimensions`] with the decoder every run uses
+/// (`image_io`: EXIF orientation, JPEG as Pillow decodes it), so a served model sees the
+/// pixels `faceval run` would give it; the pixel limit is checked again from the header.
 fn decode_pixels(bytes: &[u8], max_pixels: u64) -> Result<image::DynamicImage, String> {
-    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| format!("not a decodable image: {e}"))?;
-    let mut limits = image::Limits::default();
-    limits.max_alloc = Some(max_pixels.saturating_mul(16).saturating_add(1 << 20));
-    reader.limits(limits);
-    reader.decode().map_err(|e| match e {
-        image::ImageError::Limits(_) => format!(
-            "the image needs more memory to decode than this server allows for {max_pixels} pixels (--max-image-pixels)"
-        ),
-        e => format!("not a decodable image: {e}"),
-    })
+    faceval_models::image_io::decode_within(bytes, max_pixels)
+        .map_err(|e| format!("not a decodable image: {e:#}"))
 }
 
 /// Waits for the model to be loaded and locks it; 503 when loading failed.

@@ -24,14 +24,25 @@ use std::io::Cursor;
 use anyhow::{anyhow, Result};
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
 
-/// Decode image bytes to 8-bit RGB with the EXIF orientation applied.
+/// Decode image bytes to 8-bit RGB with the EXIF orientation applied. Images over
+/// [`MAX_PIXELS`] (Pillow's decompression-bomb limit) are refused from their header.
 pub fn decode(bytes: &[u8]) -> Result<DynamicImage> {
+    decode_within(bytes, MAX_PIXELS)
+}
+
+/// Pillow's decompression-bomb limit, `2 * Image.MAX_IMAGE_PIXELS` pixels.
+pub const MAX_PIXELS: u64 = jpeg::MAX_PIXELS;
+
+/// [`decode`] with a tighter bound on width × height (a server's per-image limit, say),
+/// checked from the header before any pixel memory is allocated.
+pub fn decode_within(bytes: &[u8], max_pixels: u64) -> Result<DynamicImage> {
+    let max_pixels = max_pixels.min(MAX_PIXELS);
     let reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| anyhow!("cannot read the image header: {e}"))?;
     let format = reader.format();
     if format == Some(ImageFormat::Jpeg) {
-        let mut img = jpeg::decode(bytes)?;
+        let mut img = jpeg::decode(bytes, max_pixels)?;
         img.apply_orientation(jpeg::exif_orientation(bytes));
         return Ok(img);
     }
@@ -39,6 +50,12 @@ pub fn decode(bytes: &[u8]) -> Result<DynamicImage> {
         None => anyhow!("not a known image format (PNG, JPEG, WebP, BMP or TIFF): {e}"),
         Some(f) => anyhow!("{f:?}: {e}"),
     })?;
+    let (w, h) = decoder.dimensions();
+    if w as u64 * h as u64 > max_pixels {
+        return Err(anyhow!(
+            "{w}x{h} pixels is over the limit of {max_pixels} pixels per image"
+        ));
+    }
     // A file whose EXIF block is damaged still decodes, upright as stored (as Pillow does).
     let orientation = decoder
         .orientation()
@@ -172,6 +189,25 @@ mod tests {
         // 6 = "rotate 90° clockwise to view upright".
         assert_eq!(got.dimensions(), (4, 7));
         assert_eq!(got, image::imageops::rotate90(&img));
+    }
+
+    #[test]
+    fn huge_images_are_refused_from_the_header() {
+        // A real JPEG whose frame header is edited to claim 60000x60000 pixels (10.8 GB of
+        // RGB): refused before any pixel memory is allocated.
+        let mut jpeg = Vec::new();
+        DynamicImage::ImageRgb8(gradient())
+            .write_to(&mut Cursor::new(&mut jpeg), ImageFormat::Jpeg)
+            .unwrap();
+        let sof = jpeg.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+        jpeg[sof + 5..sof + 9].copy_from_slice(&[0xEA, 0x60, 0xEA, 0x60]);
+        let err = decode(&jpeg).unwrap_err().to_string();
+        assert!(err.contains("60000x60000") && err.contains("over the limit"), "{err}");
+        // A server's tighter limit applies to every format.
+        let png_bytes = png(&DynamicImage::ImageRgb8(gradient()));
+        assert!(decode_within(&png_bytes, 28).is_ok());
+        let err = decode_within(&png_bytes, 27).unwrap_err().to_string();
+        assert!(err.contains("7x4") && err.contains("27 pixels"), "{err}");
     }
 
     #[test]
