@@ -7,6 +7,7 @@ mod bench;
 mod commands;
 mod gate;
 mod generate;
+mod overlap;
 mod parity;
 mod report;
 mod serve;
@@ -72,6 +73,9 @@ enum Command {
     MakeCheckpoint(generate::MakeCheckpointArgs),
     /// Leaderboard over run folders: self-contained index.html, leaderboard.md/.json, plots.
     Report(report::ReportArgs),
+    /// Find benchmark images that are copies of reference (training) images: exact pixels or
+    /// perceptual-hash near matches; writes overlap.json.
+    Overlap(overlap::OverlapArgs),
 }
 
 fn main() -> ExitCode {
@@ -105,6 +109,7 @@ fn main() -> ExitCode {
         Command::Audit(args) => audit::audit(args),
         Command::Gate(args) => gate::gate(args),
         Command::Report(args) => report::report(args, cli.baselines_dir.as_deref()),
+        Command::Overlap(args) => overlap::overlap(args, cli.tasks_dir.as_deref()),
     };
     match result {
         Ok(code) => code,

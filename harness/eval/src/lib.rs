@@ -18,6 +18,7 @@ pub mod labels;
 pub mod merge;
 pub mod metrics;
 pub mod model_manifest;
+pub mod overlap;
 pub mod prompt;
 pub mod run_folder;
 pub mod runner;

@@ -37,6 +37,16 @@ pub(crate) struct Ctx<'a> {
     pub field: &'a str,
 }
 
+/// Every image file below `root` as the folder readers find them: recursively, sorted,
+/// hidden entries skipped, by the readers' default extensions.
+pub fn image_files(root: &std::path::Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let extensions = common::default_extensions();
+    Ok(common::walk_files(root)?
+        .into_iter()
+        .filter(|p| common::has_image_extension(p, &extensions))
+        .collect())
+}
+
 /// Read the dataset a task names, resolving relative paths against `data_root`.
 ///
 /// This entry point does not know the task's `labels.field`; readers that need it (fairface,
