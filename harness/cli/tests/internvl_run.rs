@@ -98,7 +98,9 @@ fn run_internvl_generate_and_likelihood_with_item_errors() {
     assert_eq!(manifest["device"], "cpu");
     assert_eq!(manifest["dtype"], "f32", "auto is f32 on the CPU");
     // Which file the prompts were rendered from.
-    let template = manifest["notes"]["prompt.template_source"].as_str().unwrap();
+    let template = manifest["notes"]["prompt.template_source"]
+        .as_str()
+        .unwrap();
     assert!(template.ends_with("chat_template.jinja"), "{template}");
     assert_eq!(
         manifest["model"]["weights_sha256"].as_str().unwrap().len(),

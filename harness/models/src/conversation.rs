@@ -127,10 +127,11 @@ impl ConversationTemplate {
                                 text.push_str(image_placeholder);
                                 text.push('\n');
                             }
-                            Some("text") => {
-                                text.push_str(part.get("text").and_then(Value::as_str).unwrap_or(""))
+                            Some("text") => text
+                                .push_str(part.get("text").and_then(Value::as_str).unwrap_or("")),
+                            other => {
+                                bail!("message {i}: content part {other:?} is not image or text")
                             }
-                            other => bail!("message {i}: content part {other:?} is not image or text"),
                         }
                     }
                 }
@@ -177,11 +178,20 @@ mod tests {
 
     #[test]
     fn unknown_names_and_roles_are_errors_that_say_what_to_do() {
-        let err = ConversationTemplate::named("vicuna_v1.1").unwrap_err().to_string();
-        assert!(err.contains("internvl2_5") && err.contains("chat_template.jinja"), "{err}");
+        let err = ConversationTemplate::named("vicuna_v1.1")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("internvl2_5") && err.contains("chat_template.jinja"),
+            "{err}"
+        );
         let t = ConversationTemplate::named("Hermes-2").unwrap();
         let err = t
-            .render(&json!([{"role": "system", "content": "x"}]), true, "<image>")
+            .render(
+                &json!([{"role": "system", "content": "x"}]),
+                true,
+                "<image>",
+            )
             .unwrap_err()
             .to_string();
         assert!(err.contains("system"), "{err}");

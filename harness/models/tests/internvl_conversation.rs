@@ -30,7 +30,11 @@ fn checkpoint_without_template(dir: &Path) -> PathBuf {
     let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&tc).unwrap()).unwrap();
     v.as_object_mut().unwrap().remove("chat_template");
     std::fs::write(&tc, serde_json::to_string_pretty(&v).unwrap()).unwrap();
-    for name in ["chat_template.jinja", "chat_template.json", "processor_config.json"] {
+    for name in [
+        "chat_template.jinja",
+        "chat_template.json",
+        "processor_config.json",
+    ] {
         assert!(!dst.join(name).exists(), "{name} would carry a template");
     }
     dst
@@ -69,7 +73,11 @@ fn without_a_chat_template_prompts_ids_and_tokens_match_chat() {
             .map(|n| n.as_u64().unwrap() as usize)
             .collect();
         let (prompt, ids) = model.text().build(&tiles, user_text).unwrap();
-        assert_eq!(prompt, case["prompt"].as_str().unwrap(), "{name}: prompt text");
+        assert_eq!(
+            prompt,
+            case["prompt"].as_str().unwrap(),
+            "{name}: prompt text"
+        );
         let want_ids: Vec<u32> = case["input_ids"]
             .as_array()
             .unwrap()

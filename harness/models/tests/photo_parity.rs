@@ -174,6 +174,9 @@ fn a_truncated_jpeg_is_an_error_naming_the_file() {
     );
     // Every shorter prefix is an error too, never a panic.
     for n in (0..whole.len()).step_by(997) {
-        assert!(image_io::decode(&whole[..n]).is_err(), "prefix of {n} bytes");
+        assert!(
+            image_io::decode(&whole[..n]).is_err(),
+            "prefix of {n} bytes"
+        );
     }
 }

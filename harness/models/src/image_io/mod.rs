@@ -202,7 +202,10 @@ mod tests {
         let sof = jpeg.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
         jpeg[sof + 5..sof + 9].copy_from_slice(&[0xEA, 0x60, 0xEA, 0x60]);
         let err = decode(&jpeg).unwrap_err().to_string();
-        assert!(err.contains("60000x60000") && err.contains("over the limit"), "{err}");
+        assert!(
+            err.contains("60000x60000") && err.contains("over the limit"),
+            "{err}"
+        );
         // A server's tighter limit applies to every format.
         let png_bytes = png(&DynamicImage::ImageRgb8(gradient()));
         assert!(decode_within(&png_bytes, 28).is_ok());
