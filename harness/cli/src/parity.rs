@@ -19,6 +19,10 @@
 //! uses, which catches a broken kernel) and token (ranking) mismatches are reported, not
 //! failed: bf16 logits drift by ~0.15 on these fixtures while some greedy margins are ~0.05,
 //! and the zero-shot fixtures' top-2 margins go down to 0.015.
+//!
+//! bf16 on the CPU: LLaVA's and CLIP/SigLIP's vision towers run in f32 there (candle's CPU
+//! conv2d has no bf16 kernel), so their image features/embeddings match f32's and only the
+//! language/text towers show bf16 rounding; on CUDA every tower runs in bf16.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

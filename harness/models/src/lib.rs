@@ -8,6 +8,7 @@ pub mod baselines;
 pub mod hub;
 pub mod image_io;
 pub mod internvl;
+pub mod kernels;
 pub mod llava;
 pub mod model;
 pub mod openai;
