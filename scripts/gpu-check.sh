@@ -21,7 +21,7 @@
 #      then transformers bf16 + SDPA on the same weights, prompt, images and max_new_tokens:
 #      vision / prefill / decode / TTFT / TPOT, peak VRAM;
 #   e. sweep: `faceval run --task facexbench --batch-size B` for B = 1, 4, 16, 64 on the first
-#      64/64/128/256 FaceXBench-mix questions, image-feature cache off: items/s, p50/p95
+#      32/64/128/256 FaceXBench-mix questions, image-feature cache off: items/s, p50/p95
 #      latency, peak VRAM, and whether every answer equals batch size 1's;
 #   f. facexbench: `faceval run` over all --fxb-n questions at the sweep's fastest batch size
 #      (64 if the sweep did not run), then transformers batched `generate` over the same
@@ -99,7 +99,7 @@ if ((DRY)); then
   FXB_N="${FXB_N:-50}"; FXB_POOL=8; SWEEP="1:8 4:8 16:32 64:50"
 else
   DEVICE=cuda; SIZE=1b; N=16; WARMUP=2; REPEAT=2; MAX_NEW=32
-  FXB_N="${FXB_N:-5000}"; FXB_POOL=64; SWEEP="1:64 4:64 16:128 64:256"
+  FXB_N="${FXB_N:-5000}"; FXB_POOL=64; SWEEP="1:32 4:64 16:128 64:256"
 fi
 want() { [[ ",$ONLY," == *",$1,"* ]]; }
 START=$(date +%s)

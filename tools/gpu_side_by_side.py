@@ -478,11 +478,44 @@ def transformers_facexbench(args) -> None:
         f"batch {args.batch_size}")
 
 
+def partial_run_figures(run: Path) -> dict | None:
+    """A run cut short (its step timed out) has no metrics.json; its predictions.jsonl, flushed
+    chunk by chunk, still gives items, wall time (Σ wall_ms) and latency percentiles."""
+    pred = run / "predictions.jsonl"
+    if not pred.exists():
+        return None
+    rows = []
+    for line in pred.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue
+    if not rows:
+        return None
+    t = [r.get("timings") or {} for r in rows]
+    wall = sum(x.get("wall_ms", 0) for x in t) / 1e3
+    e2e = [x["e2e_ms"] for x in t if "e2e_ms" in x]
+    return {
+        "run": str(run),
+        "partial": True,
+        "batch_size": None,
+        "items": len(rows),
+        "timed": len(rows),
+        "wall_s": wall,
+        "items_per_s": len(rows) / wall if wall > 0 else None,
+        "p50_ms": percentile(e2e, 50),
+        "p95_ms": percentile(e2e, 95),
+        "peak_vram_mib": None,
+        "vram_added_mib": None,
+        "answers": {(r.get("task"), r.get("id"), r.get("rotation", 0), r.get("variant", 0)): r.get("raw_output") for r in rows},
+    }
+
+
 def run_figures(run: Path) -> dict | None:
     """items/s, p50/p95 e2e latency, peak VRAM and the answers of a `faceval run` folder."""
     m = read_json(run / "metrics.json")
     if not m:
-        return None
+        return partial_run_figures(run)
     tel = m.get("telemetry") or {}
     ov = tel.get("overall") or {}
     mem = tel.get("memory") or {}
@@ -775,7 +808,8 @@ def facexbench_side_by_side(res: Path) -> dict:
         fv.pop("answers")
         cmd = (res / "fxb-faceval.cmd").read_text().strip() if (res / "fxb-faceval.cmd").exists() else None
         info = read_json(res / "data" / "facexbench_info.json") or {}
-        rows.append({"implementation": "faceval run", "command": cmd, "images": info.get("images"),
+        label = "faceval run (cut short: from predictions.jsonl)" if fv.get("partial") else "faceval run"
+        rows.append({"implementation": label, "command": cmd, "images": info.get("images"),
                      "process_s": step_seconds(res, "fxb-faceval"), **fv})
     hf = read_json(res / "transformers-fxb.json")
     if hf:
@@ -928,8 +962,9 @@ def summarize(args) -> None:
             md.append(f"| {r['batch_size']} | {r['items']} ({r['timed']}) | {fmt(r['wall_s'])} | {fmt(r['items_per_s'])} | {fmt(r['p50_ms'], 1)} "
                       f"| {fmt(r['p95_ms'], 1)} | {fmt(r['peak_vram_mib'], 0)} | {fmt(r['vram_added_mib'], 0)} "
                       f"| {r['answers_equal_batch1']} ({r['answers_compared']}) |")
-        md.append("\nitems/s and the percentiles leave out each run's first model call (warm-up: CUDA's PTX "
-                  "JIT and allocator growth); answers are compared on every question both runs asked.")
+        md.append("\nOn the GPU, items/s and the percentiles leave out each run's first model call (warm-up: "
+                  "CUDA's PTX JIT and allocator growth; `timed` counts the rest); the CPU dry run times every "
+                  "call. Answers are compared on every question both runs asked.")
         md.append(f"\nMost items/s: batch size {sweep['best_batch_size']}.")
     else:
         md.append("not run")
