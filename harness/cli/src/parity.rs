@@ -606,6 +606,13 @@ fn json_ids(v: &serde_json::Value) -> Option<Vec<u32>> {
 
 fn llava_rows(run: &Run, report: &mut Report) -> Result<()> {
     let root = run.root;
+    if !root.join("cases").is_dir() {
+        return Err(input_error(format!(
+            "{}: not a LLaVA fixture folder (no cases/); make one with `python \
+             tools/make_llava_fixtures.py`",
+            root.display()
+        )));
+    }
     let cases = read_llava_cases(root)?;
     let names = select(checkpoint_dirs(root), run.checkpoints)?;
     // The cases hold one checkpoint's outputs (generated_ids is a plain list), so two

@@ -322,3 +322,20 @@ fn a_changed_zero_shot_ranking_fails_in_f32() {
     assert_eq!(bad[0]["case"], "face_448.png");
     assert_eq!(bad[0]["first_token_mismatch"], 0);
 }
+
+#[test]
+fn an_unknown_family_or_a_mismatched_folder_is_an_input_error() {
+    let bad = faceval()
+        .args(["parity", "--family", "gpt"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--family gpt"));
+    // Told to read LLaVA fixtures from the zero-shot folder: no cases/ there.
+    let wrong = faceval()
+        .args(["parity", "--family", "llava", "--fixtures"])
+        .arg(family_fixtures("zero_shot"))
+        .output()
+        .unwrap();
+    assert_eq!(wrong.status.code(), Some(2), "{wrong:?}");
+}
