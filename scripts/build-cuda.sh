@@ -21,7 +21,10 @@
 #             (xz -9, ~80 s) — the form to carry to the GPU machine (docs/gpu.md).
 # Usage: scripts/build-cuda.sh            # install toolkit if missing, then build
 #        scripts/build-cuda.sh --env      # only print the environment (source-able) and exit
-# Environment: CUDA_COMPUTE_CAP (default 90 = Hopper), CARGO_BUILD_JOBS (default: nproc).
+# Environment: CUDA_COMPUTE_CAP (default 90 = Hopper), CARGO_BUILD_JOBS (default: nproc),
+#   FACEVAL_FEATURES (default "cuda"; "cuda,flash-attn" adds FlashAttention-2 for the vision
+#   encoder: 53 more nvcc kernel files, hours on 2 cores, CUTLASS fetched from GitHub at build
+#   time, binary size unknown — unbuilt so far, see docs/gpu.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO="$PWD"
@@ -129,7 +132,9 @@ export_env
 "$NVCC" --version | tail -2
 echo "build-cuda: CUDA_COMPUTE_CAP=$CUDA_COMPUTE_CAP CARGO_TARGET_DIR=$CARGO_TARGET_DIR"
 t1=$(date +%s)
-nice -n 10 cargo build --profile gpu --locked --features cuda -p faceval
+FEATURES="${FACEVAL_FEATURES:-cuda}"
+echo "build-cuda: features $FEATURES"
+nice -n 10 cargo build --profile gpu --locked --features "$FEATURES" -p faceval
 t2=$(date +%s)
 
 BIN="$CARGO_TARGET_DIR/gpu/faceval"

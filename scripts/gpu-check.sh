@@ -2,40 +2,58 @@
 # One-shot GPU check for faceval on a machine with one NVIDIA GPU (written for an H200, driver
 # 580, Python 3.12 with torch 2.11 + transformers 5.x, no network, no Rust toolchain).
 #
-#   scripts/gpu-check.sh [BINARY] [--budget SECONDS] [--cpu-dry-run]
+#   scripts/gpu-check.sh [BINARY] [--budget SECONDS] [--only GROUPS] [--fxb-n N] [--cpu-dry-run]
 #
 # BINARY defaults to target/cuda/gpu/faceval, else .gpu-carry/faceval.xz (both written by
-# scripts/build-cuda.sh; an .xz binary is unpacked first). Steps, each
-# under its own `timeout` and all under one deadline (--budget, default 450 s, so the whole run
-# ends inside 8 minutes); a failed step is logged and the next one runs:
-#   a. nvidia-smi facts;
-#   b. `faceval parity` on the tiny InternVL fixtures, CUDA, f32 and bf16 (JSON);
+# scripts/build-cuda.sh; an .xz binary is unpacked first). Steps, each under its own `timeout`
+# and all under one deadline (--budget, default 480 s, so the whole run ends inside about 8
+# minutes; a step that would start past it is recorded as skipped); a failed step is logged
+# and the next one runs. Groups, in order (--only parity,sidebyside,sweep,facexbench picks):
+#   a. nvidia-smi facts (always);
+#   b. parity: `faceval parity` on the tiny InternVL, LLaVA and CLIP/SigLIP fixtures, on the
+#      device, f32 and bf16 (JSON per family and dtype);
 #   c. an InternVL3-1B-sized random-weight checkpoint (bf16, transformers' save_pretrained) in
-#      /tmp, plus 16 generated face images and a task over them (tools/gpu_side_by_side.py);
-#   d. `faceval bench` on that checkpoint (or, if this bench cannot take --device, `faceval
-#      generate --json` once per image), with GPU memory sampled by nvidia-smi every 100 ms;
-#   e. transformers bf16 + SDPA on the same weights, prompt, images and max_new_tokens, greedy:
-#      vision / prefill / decode timed with torch.cuda.synchronize, peak VRAM from torch;
-#   f. results.json + summary.md with the side-by-side ratios.
+#      /tmp, 16 generated face images and a task over them, and a FaceXBench-format folder of
+#      --fxb-n questions (default 5,000) in FaceXBench's one/two/zero-image mix
+#      (tools/gpu_side_by_side.py make-checkpoint, make-data, make-facexbench);
+#   d. sidebyside: `faceval bench` on that checkpoint (or `faceval generate --json` once per
+#      image if bench cannot take --device), GPU memory sampled by nvidia-smi every 100 ms;
+#      then transformers bf16 + SDPA on the same weights, prompt, images and max_new_tokens:
+#      vision / prefill / decode / TTFT / TPOT, peak VRAM;
+#   e. sweep: `faceval run --task facexbench --batch-size B` for B = 1, 4, 16, 64 on the first
+#      32/64/128/256 FaceXBench-mix questions, image-feature cache off: items/s, p50/p95
+#      latency, peak VRAM, and whether every answer equals batch size 1's;
+#   f. facexbench: `faceval run` over all --fxb-n questions at the sweep's fastest batch size
+#      (64 if the sweep did not run), then transformers batched `generate` over the same
+#      questions (tools/gpu_side_by_side.py transformers-facexbench, batch 64): wall time,
+#      items/s, p50/p95, peak VRAM;
+#   g. results.json + summary.md with every table.
 # Output: $OUT (or ./gpu-results when OUT is unset) holds exactly four files — summary.md,
 # results.json, gpu-check.log and raw.tar.gz (every step's raw output) — rewritten after each
 # step, so a run cut short still leaves what it reached.
 #
-# --cpu-dry-run: the same steps on the CPU at tiny sizes (no nvidia-smi, no CUDA), to prove the
-# script end to end on a machine without a GPU. BINARY then defaults to target/debug/faceval.
+# --cpu-dry-run: the same steps on the CPU at tiny sizes (tiny random checkpoint, 50
+# FaceXBench-mix questions, smaller sweep; no nvidia-smi, no CUDA), to prove the script end
+# to end on a machine without a GPU. BINARY then defaults to target/debug/faceval.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 REPO="$PWD"
 
 DRY=0
 BIN=""
-BUDGET=450
+BUDGET=480
+ONLY="parity,sidebyside,sweep,facexbench"
+FXB_N=""
 while (($#)); do
   case "$1" in
     --cpu-dry-run) DRY=1 ;;
     --budget) BUDGET="$2"; shift ;;
     --budget=*) BUDGET="${1#--budget=}" ;;
-    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+    --only) ONLY="$2"; shift ;;
+    --only=*) ONLY="${1#--only=}" ;;
+    --fxb-n) FXB_N="$2"; shift ;;
+    --fxb-n=*) FXB_N="${1#--fxb-n=}" ;;
+    -h|--help) sed -n '2,38p' "$0"; exit 0 ;;
     *) BIN="$1" ;;
   esac
   shift
@@ -75,15 +93,19 @@ if [[ "$BIN" == *.xz ]]; then
   echo "gpu-check: unpacked $PACKED to $BIN ($(stat -c %s "$BIN") bytes)"
 fi
 
+# SWEEP: "batch_size:items" pairs; the larger batches get more items so each runs a few calls.
 if ((DRY)); then
   DEVICE=cpu; SIZE=tiny; N=4; WARMUP=1; REPEAT=2; MAX_NEW=8
+  FXB_N="${FXB_N:-50}"; FXB_POOL=8; SWEEP="1:8 4:8 16:32 64:50"
 else
-  DEVICE=cuda; SIZE=1b; N=16; WARMUP=2; REPEAT=3; MAX_NEW=32
+  DEVICE=cuda; SIZE=1b; N=16; WARMUP=2; REPEAT=2; MAX_NEW=32
+  FXB_N="${FXB_N:-5000}"; FXB_POOL=64; SWEEP="1:32 4:64 16:128 64:256"
 fi
+want() { [[ ",$ONLY," == *",$1,"* ]]; }
 START=$(date +%s)
 DEADLINE=$((START + BUDGET))
 echo "gpu-check: $(date -u +%FT%TZ) mode=$([[ $DRY == 1 ]] && echo cpu-dry-run || echo gpu) binary=$BIN budget=${BUDGET}s"
-echo "gpu-check: OUT=$OUT WORK=$WORK"
+echo "gpu-check: OUT=$OUT WORK=$WORK only=$ONLY fxb-n=$FXB_N"
 echo "[]" >"$WORK/steps.json"
 
 # Records a step's outcome in steps.json (read by the summary).
@@ -103,7 +125,7 @@ publish() {
     echo "gpu-check: summarize failed: $(tail -3 "$WORK/summarize.err")"
   [[ -f "$WORK/summary.md" ]] && cp "$WORK/summary.md" "$OUT/summary.md"
   [[ -f "$WORK/results.json" ]] && cp "$WORK/results.json" "$OUT/results.json"
-  tar -czf "$OUT/raw.tar.gz" --exclude='*/data/img' -C "$(dirname "$WORK")" "$(basename "$WORK")" 2>/dev/null || true
+  tar -czf "$OUT/raw.tar.gz" --exclude='*/data/img' --exclude='*/data/facexbench' -C "$(dirname "$WORK")" "$(basename "$WORK")" 2>/dev/null || true
 }
 
 # step NAME MAX_SECONDS STDOUT_FILE CMD...: runs CMD under `timeout`, never past the deadline.
@@ -186,15 +208,28 @@ if ((DRY == 0)); then
     'nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used,clocks.max.sm,clocks.max.mem,power.limit,compute_cap --format=csv && nvidia-smi'
 fi
 
-# --- b. parity on the tiny fixtures (exit 1 = a tolerance miss; the JSON is written either way)
-step parity-f32 150 "$WORK/parity-f32.json" "$BIN" parity --fixtures "$FIXTURES" --device "$DEVICE" --dtype f32 --json
-step parity-bf16 120 "$WORK/parity-bf16.json" "$BIN" parity --fixtures "$FIXTURES" --device "$DEVICE" --dtype bf16 --json
+# --- b. parity on the tiny fixtures of every family (exit 1 = a tolerance miss; the JSON is
+# written either way). InternVL runs 4 checkpoints × 3 cases; LLaVA and zero-shot take seconds.
+if want parity; then
+  for fam in internvl llava zero_shot; do
+    for dt in f32 bf16; do
+      [[ $fam == internvl ]] && t=150 || t=60
+      step "parity-${fam/_/-}-$dt" "$t" "$WORK/parity-${fam/_/-}-$dt.json" "$BIN" parity \
+        --fixtures "$REPO/harness/models/tests/fixtures/$fam" --device "$DEVICE" --dtype "$dt" --json
+    done
+  done
+fi
 
 # --- c. the 1B-sized random checkpoint and the inputs
 step checkpoint 200 "$WORK/checkpoint.json" "$PYTHON" "$REPO/tools/gpu_side_by_side.py" make-checkpoint \
   --out "$CKPT" --size "$SIZE" --device "$DEVICE" --dtype bf16
 step data 60 "$WORK/data.out" "$PYTHON" "$REPO/tools/gpu_side_by_side.py" make-data \
   --out "$DATA" --n "$N" --max-new-tokens "$MAX_NEW"
+if want sweep || want facexbench; then
+  step facexbench-data 60 "$WORK/facexbench-data.json" "$PYTHON" "$REPO/tools/gpu_side_by_side.py" make-facexbench \
+    --out "$DATA" --n "$FXB_N" --pool "$FXB_POOL"
+  cp "$DATA/facexbench_info.json" "$WORK/facexbench_info.json" 2>/dev/null
+fi
 cat >"$WORK/internvl1b-random.toml" <<EOF
 name = "internvl1b-random"
 kind = "internvl"
@@ -204,13 +239,6 @@ dtype = "bf16"
 description = "gpu-check: InternVL3-1B shapes, transformers' random init"
 EOF
 
-# --- d. faceval on it. `bench` when it can be put on the device (or in the dry run);
-# otherwise `generate --json` once per image (a fresh process each: cold, so pessimistic).
-"$BIN" bench --help >"$WORK/bench-help.txt" 2>&1 && HAS_BENCH=1 || HAS_BENCH=0
-"$BIN" generate --help >"$WORK/generate-help.txt" 2>&1 && HAS_GEN=1 || HAS_GEN=0
-grep -q -- '--device' "$WORK/bench-help.txt" && BENCH_DEV=1 || BENCH_DEV=0
-grep -q -- '--device' "$WORK/generate-help.txt" && GEN_DEV=1 || GEN_DEV=0
-echo "gpu-check: bench=$HAS_BENCH (--device: $BENCH_DEV), generate=$HAS_GEN (--device: $GEN_DEV)"
 # GPU memory in use, sampled every 100 ms while one side runs (same measure for both sides).
 SAMPLER=""
 start_sampler() {
@@ -228,6 +256,15 @@ stop_sampler() {
     SAMPLER=""
   fi
 }
+
+if want sidebyside; then
+# --- d. faceval on it. `bench` when it can be put on the device (or in the dry run);
+# otherwise `generate --json` once per image (a fresh process each: cold, so pessimistic).
+"$BIN" bench --help >"$WORK/bench-help.txt" 2>&1 && HAS_BENCH=1 || HAS_BENCH=0
+"$BIN" generate --help >"$WORK/generate-help.txt" 2>&1 && HAS_GEN=1 || HAS_GEN=0
+grep -q -- '--device' "$WORK/bench-help.txt" && BENCH_DEV=1 || BENCH_DEV=0
+grep -q -- '--device' "$WORK/generate-help.txt" && GEN_DEV=1 || GEN_DEV=0
+echo "gpu-check: bench=$HAS_BENCH (--device: $BENCH_DEV), generate=$HAS_GEN (--device: $GEN_DEV)"
 # Hints for a build that picks its device from the environment; ignored otherwise.
 export FACEVAL_DEVICE="$DEVICE" FACEVAL_DTYPE=bf16
 if ((HAS_BENCH)) && ((BENCH_DEV || DRY || !HAS_GEN)); then
@@ -264,8 +301,43 @@ step transformers 200 "$WORK/transformers.out" "$PYTHON" "$REPO/tools/gpu_side_b
   --model "$CKPT" --data "$DATA" --device "$DEVICE" --dtype bf16 --attn sdpa --n "$N" --warmup "$WARMUP" \
   --out "$WORK/transformers.json"
 stop_sampler
+fi
 
-# --- f. summary
+FXB_ARGS=(--model "$WORK/internvl1b-random.toml" --task facexbench --data "$DATA" --device "$DEVICE" --dtype bf16
+  --feature-cache-mb 0)
+# --- e. batch-size sweep: the same first questions at each size; answers must equal batch 1's.
+if want sweep; then
+  mkdir -p "$WORK/sweep"
+  for pair in $SWEEP; do
+    b="${pair%%:*}"; n="${pair##*:}"
+    rm -rf "$WORK/sweep/b$b"
+    # --warmup 1: the first call (PTX JIT, allocator growth) stays out of items/s and the
+    # percentiles; the dry run's sizes are too small for that, so it times every call.
+    step "sweep-b$b" 150 "$WORK/sweep-b$b.out" "$BIN" run "${FXB_ARGS[@]}" --limit "$n" --batch-size "$b" \
+      --warmup "$((DRY ? 0 : 1))" --out "$WORK/sweep/b$b"
+  done
+  publish
+fi
+
+# --- f. the FaceXBench-sized run, faceval then transformers, on the same questions.
+if want facexbench; then
+  BEST=$("$PYTHON" -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["batch_sweep"]["best_batch_size"] or "")' \
+    "$WORK/results.json" 2>/dev/null)
+  BEST="${BEST:-64}"
+  rm -rf "$WORK/fxb-faceval"
+  # --warmup 0: the wall time and items/s cover every question, the first call included.
+  echo "faceval run ${FXB_ARGS[*]} --batch-size $BEST --warmup 0 --out <work>/fxb-faceval" | sed "s#$DATA#<data>#g; s#$WORK/##g" \
+    >"$WORK/fxb-faceval.cmd"
+  step fxb-faceval 330 "$WORK/fxb-faceval.out" "$BIN" run "${FXB_ARGS[@]}" --batch-size "$BEST" --warmup 0 \
+    --out "$WORK/fxb-faceval"
+  echo "python3 tools/gpu_side_by_side.py transformers-facexbench --model <ckpt> --data <data> --device $DEVICE --dtype bf16 --attn sdpa --n $FXB_N --batch-size 64" \
+    >"$WORK/transformers-fxb.cmd"
+  step fxb-transformers 330 "$WORK/fxb-transformers.out" "$PYTHON" "$REPO/tools/gpu_side_by_side.py" transformers-facexbench \
+    --model "$CKPT" --data "$DATA" --device "$DEVICE" --dtype bf16 --attn sdpa --n "$FXB_N" --batch-size 64 \
+    --out "$WORK/transformers-fxb.json"
+fi
+
+# --- g. summary
 publish
 echo "gpu-check: done in $(($(date +%s) - START)) s; results in $OUT"
 [[ -f "$OUT/summary.md" ]] && cat "$OUT/summary.md"

@@ -252,6 +252,308 @@ report = ["accuracy"]
 
 
 # ---------------------------------------------------------------------------------------------
+# make-facexbench: a FaceXBench-format folder at FaceXBench's size and image-count mix
+# ---------------------------------------------------------------------------------------------
+
+FXB_POSTPEND = "Please answer the question and provide only the correct option letter, e.g., A, B, C, D."
+# FaceXBench's 48 files: 25 `*_single_mcq*` (one image), 22 `*_multiple_mcq*` (two or three
+# images, mostly two) and tools_retrieval.json (`num_images: "zero"`); at about 104 questions a
+# file that is roughly 52% / 46% / 2%. An estimate from the file list, not a count of the
+# questions; the mix is a flag. Zero-image questions here carry no image at all (upstream lists
+# one black image), so the text-only path is exercised.
+FXB_MIX = "single=0.52,two=0.46,zero=0.02"
+
+
+def parse_mix(text: str) -> dict:
+    mix = {}
+    for part in text.split(","):
+        k, v = part.split("=")
+        mix[k.strip()] = float(v)
+    unknown = set(mix) - {"single", "two", "zero"}
+    if unknown or abs(sum(mix.values()) - 1.0) > 1e-6:
+        raise SystemExit(f"--mix {text!r}: expected single=..,two=..,zero=.. summing to 1")
+    return mix
+
+
+def make_facexbench(args) -> None:
+    """`<out>/facexbench/benchmark/*.json` in FaceXBench's format (the reader faceval's
+    built-in `facexbench` task uses, with `--data <out>`), `--n` four-option questions.
+
+    Images come from a pool of `--pool` drawings reused across questions, so writing 5,000
+    questions takes seconds; both sides must then run with any image-feature cache off
+    (`faceval run --feature-cache-mb 0`), or faceval would skip the vision encoder on repeats.
+    """
+    import random
+
+    mix = parse_mix(args.mix)
+    out = Path(args.out)
+    bench = out / "facexbench" / "benchmark"
+    pool_dir = bench / "images" / "pool"
+    pool_dir.mkdir(parents=True, exist_ok=True)
+    pool = []
+    for k in range(args.pool):
+        name = f"face{k:03d}.png"
+        draw_image(k, args.side).save(pool_dir / name)
+        pool.append(f"images/pool/{name}")
+    rnd = random.Random(args.seed)
+    counts = {k: int(round(args.n * v)) for k, v in mix.items()}
+    counts["single"] += args.n - sum(counts.values())  # rounding goes to the largest share
+    labels = ["0-2", "3-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "70+"]
+    files = {
+        "synthetic_single_mcq_age": ("single", "bias_fairness", "age"),
+        "synthetic_multiple_mcq_age": ("two", "bias_fairness", "age"),
+        "tools_retrieval": ("zero", "tools_use", "tools_retrieval"),
+    }
+    written = {}
+    for file, (kind, category, sub) in files.items():
+        questions = {}
+        for i in range(counts.get(kind, 0)):
+            if kind == "single":
+                images = [rnd.choice(pool)]
+                q = "Estimate the age group of the person in this image."
+                opts = rnd.sample(labels, 4)
+            elif kind == "two":
+                images = rnd.sample(pool, 2)
+                q = "Who among these two appears to be older?"
+                opts = ["Image 1", "Image 2", "Both are of the same age group", "None of the above"]
+                rnd.shuffle(opts)
+            else:
+                images = []
+                q = "Which tool should be used to estimate the age of a person from a face image?"
+                opts = ["face detector", "age estimator", "face parser", "crowd counter"]
+                rnd.shuffle(opts)
+            right = rnd.randrange(4)
+            entry = {
+                "image_paths": images,
+                "question_text": q,
+                "options": opts,
+                "correct_answer_option": "ABCD"[right],
+                "answer": opts[right],
+            }
+            questions[str(i + 1)] = entry
+        doc = {
+            "category": category,
+            "sub-category": sub,
+            "dataset": "faceval-synthetic",
+            "question_type": "MCQ",
+            "num_images": {"single": "single", "two": "multiple", "zero": "zero"}[kind],
+            "prepend_text": "",
+            "postpend_text": FXB_POSTPEND,
+            "questions": questions,
+        }
+        if kind == "zero":
+            doc["context"] = "Tools: face detector, age estimator, face parser, crowd counter."
+            for qd in questions.values():
+                qd["context"] = doc["context"]
+        (bench / f"{file}.json").write_text(json.dumps(doc, indent=1))
+        written[file] = len(questions)
+    info = {"n": args.n, "mix": mix, "files": written, "pool": args.pool, "side": args.side,
+            "images": sum(counts.get(k, 0) * m for k, m in (("single", 1), ("two", 2)))}
+    (out / "facexbench_info.json").write_text(json.dumps(info, indent=1))
+    log(f"facexbench: {args.n} questions {written} over {args.pool} images in {bench}")
+    print(json.dumps(info))
+
+
+def fxb_questions(data: Path) -> list[dict]:
+    """The questions in faceval's order (file name, then numeric key) with the user text the
+    built-in facexbench task renders (tasks/facexbench.toml)."""
+    bench = data / "facexbench" / "benchmark"
+    out = []
+    for f in sorted(bench.glob("*.json")):
+        doc = json.loads(f.read_text())
+        for key in sorted(doc["questions"], key=lambda k: int(k)):
+            q = doc["questions"][key]
+            text = ""
+            if doc.get("category") == "tools_use":
+                text += f"{q.get('context', doc.get('context', ''))}\n"
+            text += q["question_text"] + "\n"
+            if doc.get("postpend_text"):
+                text += doc["postpend_text"] + "\n"
+            for letter, o in zip("ABCD", q["options"][:4]):
+                text += f"({letter}) {o}\n"
+            out.append({"id": f"{f.stem}:{key}", "images": [bench / p for p in q["image_paths"]], "text": text})
+    return out
+
+
+def percentile(values: list[float], q: float):
+    """numpy.percentile's default (linear between closest ranks), as faceval's telemetry."""
+    v = sorted(values)
+    if not v:
+        return None
+    pos = (len(v) - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(v) - 1)
+    return v[lo] + (v[hi] - v[lo]) * (pos - lo)
+
+
+def transformers_facexbench(args) -> None:
+    """transformers batched `generate` over the FaceXBench-format questions, as well as it
+    batches: questions bucketed by image count (a batch never mixes 0-, 1- and 2-image
+    prompts, so no image padding), left padding, greedy, `max_new_tokens` as faceval's task.
+    Per item latency is its batch's wall time (faceval's definition for batch members)."""
+    import torch
+    from PIL import Image
+    from transformers import AutoProcessor, InternVLForConditionalGeneration
+
+    allow_missing_video_processor()
+    dev = torch.device(args.device)
+    cuda = dev.type == "cuda"
+    dtype = torch_dtype(args.dtype)
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize(dev)
+
+    questions = fxb_questions(Path(args.data))[: args.n]
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(dev)
+    t0 = time.perf_counter()
+    processor = AutoProcessor.from_pretrained(args.model)
+    processor.tokenizer.padding_side = "left"
+    model = InternVLForConditionalGeneration.from_pretrained(
+        args.model, dtype=dtype, attn_implementation=args.attn
+    ).to(dev)
+    model.eval()
+    sync()
+    load_ms = (time.perf_counter() - t0) * 1e3
+    buckets: dict[int, list[dict]] = {}
+    for q in questions:
+        buckets.setdefault(len(q["images"]), []).append(q)
+    batches = [b[i : i + args.batch_size] for b in buckets.values() for i in range(0, len(b), args.batch_size)]
+    answers = {}
+    latencies = []
+    tokens_out = 0
+    prompt_tokens = 0
+    sync()
+    t_start = time.perf_counter()
+    with torch.inference_mode():
+        for batch in batches:
+            t_a = time.perf_counter()
+            texts, images = [], []
+            for q in batch:
+                content = [{"type": "image"} for _ in q["images"]] + [{"type": "text", "text": q["text"]}]
+                texts.append(processor.apply_chat_template([{"role": "user", "content": content}],
+                                                           add_generation_prompt=True, tokenize=False))
+                images += [Image.open(p).convert("RGB") for p in q["images"]]
+            inputs = processor(images=images or None, text=texts, return_tensors="pt", padding=True)
+            inputs = {k: v.to(dev) for k, v in inputs.items()}
+            if "pixel_values" in inputs:
+                inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
+            g = model.generate(**inputs, max_new_tokens=args.max_new_tokens, do_sample=False, num_beams=1)
+            sync()
+            ms = (time.perf_counter() - t_a) * 1e3
+            new = g[:, inputs["input_ids"].shape[1] :]
+            prompt_tokens += int(inputs["attention_mask"].sum())
+            for q, row in zip(batch, new.tolist()):
+                answers[q["id"]] = row
+                latencies.append(ms)
+                tokens_out += len(row)
+    wall = time.perf_counter() - t_start
+    report = {
+        "implementation": "transformers",
+        "transformers_version": __import__("transformers").__version__,
+        "torch_version": torch.__version__,
+        "device": str(dev),
+        "gpu": torch.cuda.get_device_name(dev) if cuda else None,
+        "cpu": platform.processor() or platform.machine(),
+        "dtype": args.dtype,
+        "attn_implementation": args.attn,
+        "batch_size": args.batch_size,
+        "max_new_tokens": args.max_new_tokens,
+        "items": len(answers),
+        "images": sum(len(q["images"]) for q in questions),
+        "load_ms": load_ms,
+        "wall_s": wall,
+        "items_per_s": len(answers) / wall if wall > 0 else None,
+        "p50_ms": percentile(latencies, 50),
+        "p95_ms": percentile(latencies, 95),
+        "output_tokens": tokens_out,
+        # Same prompts as faceval's run when this equals its telemetry's prompt tokens per item.
+        "prompt_tokens_per_item": prompt_tokens / len(answers) if answers else None,
+        "peak_vram_allocated_mib": torch.cuda.max_memory_allocated(dev) / 2**20 if cuda else None,
+        "peak_vram_reserved_mib": torch.cuda.max_memory_reserved(dev) / 2**20 if cuda else None,
+    }
+    Path(args.out).write_text(json.dumps(report, indent=1))
+    log(f"transformers facexbench: {len(answers)} items in {wall:.1f} s ({report['items_per_s']:.2f} items/s), "
+        f"batch {args.batch_size}")
+
+
+def partial_run_figures(run: Path) -> dict | None:
+    """A run cut short (its step timed out) has no metrics.json; its predictions.jsonl, flushed
+    chunk by chunk, still gives items, wall time (Σ wall_ms) and latency percentiles."""
+    pred = run / "predictions.jsonl"
+    if not pred.exists():
+        return None
+    rows = []
+    for line in pred.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue
+    if not rows:
+        return None
+    t = [r.get("timings") or {} for r in rows]
+    wall = sum(x.get("wall_ms", 0) for x in t) / 1e3
+    e2e = [x["e2e_ms"] for x in t if "e2e_ms" in x]
+    return {
+        "run": str(run),
+        "partial": True,
+        "batch_size": None,
+        "items": len(rows),
+        "timed": len(rows),
+        "wall_s": wall,
+        "items_per_s": len(rows) / wall if wall > 0 else None,
+        "p50_ms": percentile(e2e, 50),
+        "p95_ms": percentile(e2e, 95),
+        "peak_vram_mib": None,
+        "vram_added_mib": None,
+        "answers": {(r.get("task"), r.get("id"), r.get("rotation", 0), r.get("variant", 0)): r.get("raw_output") for r in rows},
+    }
+
+
+def run_figures(run: Path) -> dict | None:
+    """items/s, p50/p95 e2e latency, peak VRAM and the answers of a `faceval run` folder."""
+    m = read_json(run / "metrics.json")
+    if not m:
+        return partial_run_figures(run)
+    tel = m.get("telemetry") or {}
+    ov = tel.get("overall") or {}
+    mem = tel.get("memory") or {}
+    e2e = ov.get("e2e_ms") or {}
+    answers = {}
+    pred = run / "predictions.jsonl"
+    if pred.exists():
+        for line in pred.read_text().splitlines():
+            try:
+                p = json.loads(line)
+            except ValueError:
+                continue
+            answers[(p.get("task"), p.get("id"), p.get("rotation", 0), p.get("variant", 0))] = p.get("raw_output")
+    vram = mem.get("peak_vram_bytes")
+    base = mem.get("vram_baseline_bytes")
+    return {
+        "run": str(run),
+        "batch_size": tel.get("batch_size"),
+        "device": tel.get("device"),
+        "dtype": tel.get("dtype"),
+        # Every question answered (warm-up calls included); `timed` is telemetry's n, the
+        # questions behind items/s and the percentiles.
+        "items": len(answers),
+        "timed": ov.get("n"),
+        "wall_s": ov.get("wall_s"),
+        "items_per_s": ov.get("items_per_s"),
+        "p50_ms": e2e.get("p50"),
+        "p95_ms": e2e.get("p95"),
+        "output_tokens_per_s": ov.get("output_tokens_per_s"),
+        "prompt_tokens_per_item": ov["prompt_tokens"] / ov["n"] if ov.get("n") and ov.get("prompt_tokens") is not None else None,
+        "peak_vram_mib": vram / 2**20 if vram is not None else None,
+        "vram_added_mib": (vram - base) / 2**20 if vram is not None and base is not None else None,
+        "peak_rss_mib": mem["peak_rss_bytes"] / 2**20 if mem.get("peak_rss_bytes") else None,
+        "answers": answers,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
 # transformers-bench
 # ---------------------------------------------------------------------------------------------
 
@@ -469,11 +771,67 @@ def generate_figures(folder: Path) -> dict | None:
     }
 
 
+def step_seconds(res: Path, name: str):
+    for s in read_json(res / "steps.json") or []:
+        if s.get("step") == name:
+            return s.get("seconds")
+    return None
+
+
+def batch_sweep(res: Path) -> dict:
+    """`faceval run --batch-size B` folders under <results>/sweep/b<B>: figures, and whether
+    every answer equals batch size 1's."""
+    rows = []
+    base = None
+    folders = sorted((res / "sweep").glob("b*"), key=lambda p: int(p.name[1:]) if p.name[1:].isdigit() else 0)
+    for f in folders:
+        r = run_figures(f)
+        if r is None:
+            continue
+        if base is None and r.get("batch_size") == 1:
+            base = r["answers"]
+        rows.append(r)
+    for r in rows:
+        ans = r.pop("answers")
+        # The larger batches answer more questions; compare the ones batch 1 also answered.
+        shared = [k for k in ans if base is not None and k in base]
+        r["answers_compared"] = len(shared)
+        r["answers_equal_batch1"] = None if not shared else all(ans[k] == base[k] for k in shared)
+    best = max((r for r in rows if r.get("items_per_s")), key=lambda r: r["items_per_s"], default=None)
+    return {"rows": rows, "best_batch_size": best["batch_size"] if best else None}
+
+
+def facexbench_side_by_side(res: Path) -> dict:
+    rows = []
+    fv = run_figures(res / "fxb-faceval")
+    if fv:
+        fv.pop("answers")
+        cmd = (res / "fxb-faceval.cmd").read_text().strip() if (res / "fxb-faceval.cmd").exists() else None
+        info = read_json(res / "data" / "facexbench_info.json") or {}
+        label = "faceval run (cut short: from predictions.jsonl)" if fv.get("partial") else "faceval run"
+        rows.append({"implementation": label, "command": cmd, "images": info.get("images"),
+                     "process_s": step_seconds(res, "fxb-faceval"), **fv})
+    hf = read_json(res / "transformers-fxb.json")
+    if hf:
+        cmd = (res / "transformers-fxb.cmd").read_text().strip() if (res / "transformers-fxb.cmd").exists() else None
+        rows.append({"implementation": f"transformers {hf.get('transformers_version')} generate, batch {hf.get('batch_size')}",
+                     "command": cmd, "process_s": step_seconds(res, "fxb-transformers"),
+                     "peak_vram_mib": hf.get("peak_vram_reserved_mib"), **hf})
+    return {"rows": rows}
+
+
 def summarize(args) -> None:
     res = Path(args.results)
     steps = read_json(res / "steps.json") or []
     smi = (res / "nvidia-smi.txt").read_text() if (res / "nvidia-smi.txt").exists() else None
-    parity = {d: read_json(res / f"parity-{d}.json") for d in ("f32", "bf16")}
+    # parity-<family>-<dtype>.json (parity-<dtype>.json: InternVL, as earlier scripts wrote).
+    parity = {}
+    for fam in ("internvl", "llava", "zero-shot"):
+        for d in ("f32", "bf16"):
+            p = read_json(res / f"parity-{fam}-{d}.json")
+            if p is None and fam == "internvl":
+                p = read_json(res / f"parity-{d}.json")
+            parity[f"{fam} {d}"] = p
     bench = read_json(res / "faceval-bench.json") or generate_figures(res / "generate")
     hf = read_json(res / "transformers.json")
     ckpt = read_json(res / "checkpoint.json")
@@ -530,6 +888,7 @@ def summarize(args) -> None:
             )
             for d, p in parity.items()
         },
+        "parity_max_text_embeds_diff": {d: (p or {}).get("max_text_embeds_diff") for d, p in parity.items()},
         "checkpoint": ckpt,
         "faceval_bench": bench,
         "gpu_memory_mib": {
@@ -545,6 +904,9 @@ def summarize(args) -> None:
         "transformers": {k: v for k, v in (hf or {}).items() if k != "rows"} if hf else None,
         "side_by_side": side,
     }
+    sweep, fxb = batch_sweep(res), facexbench_side_by_side(res)
+    results["batch_sweep"] = sweep
+    results["facexbench"] = fxb
     (res / "results.json").write_text(json.dumps(results, indent=1))
 
     def fmt(x, digits=2):
@@ -556,15 +918,23 @@ def summarize(args) -> None:
     md += ["## Steps", "", "| step | status | seconds | note |", "|---|---|---:|---|"]
     for s in steps:
         md.append(f"| {s.get('step')} | {s.get('status')} | {s.get('seconds')} | {s.get('note', '')} |")
-    md += ["", "## InternVL parity vs transformers (tiny fixtures)", ""]
-    md += ["| dtype | device | features | logits | step logits | tokens equal | pass |", "|---|---|---:|---:|---:|---|---|"]
+    md += ["", "## Parity vs transformers (tiny fixtures)", ""]
+    md += ["Zero-shot rows: features = image embeddings, steps = text embeddings, tokens = option ranking.", ""]
+    md += ["| family, dtype | device | features | logits | step logits | tokens equal | pass |", "|---|---|---:|---:|---:|---|---|"]
+
+    def sci(x):
+        return "—" if x is None else f"{x:.2e}"
+
     for d, p in parity.items():
         if p is None:
             md.append(f"| {d} | — | — | — | — | — | not run |")
         else:
+            third = p.get("max_step_logits_diff")
+            if third is None:
+                third = p.get("max_text_embeds_diff")
             md.append(
-                f"| {d} | {p.get('device')} | {p.get('max_image_features_diff', 0):.2e} | {p.get('max_logits_diff', 0):.2e} "
-                f"| {p.get('max_step_logits_diff', 0):.2e} | {p.get('all_tokens_equal')} | {p.get('pass')} |"
+                f"| {d} | {p.get('device')} | {sci(p.get('max_image_features_diff'))} | {sci(p.get('max_logits_diff'))} "
+                f"| {sci(third)} | {p.get('all_tokens_equal')} | {p.get('pass')} |"
             )
     md += ["", "## faceval vs transformers, InternVL3-1B-sized random weights", ""]
     if ckpt:
@@ -584,6 +954,33 @@ def summarize(args) -> None:
                   f"{fmt(hf.get('peak_vram_reserved_mib'), 0)} MiB reserved (no CUDA context). faceval bench's "
                   f"peak VRAM (NVML, whole GPU): {fmt(bench_figure(bench, 'peak VRAM'), 0)} MiB.")
     md.append("\nRatios below 1 mean faceval took less time (or memory); for tokens/s above 1 means faceval is faster.")
+    md += ["", "## faceval batch-size sweep (FaceXBench-mix questions, feature cache off)", ""]
+    if sweep["rows"]:
+        md += ["| batch size | items (timed) | wall s | items/s | p50 ms | p95 ms | peak VRAM MiB | VRAM added MiB | answers = batch 1 (compared) |",
+               "|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+        for r in sweep["rows"]:
+            md.append(f"| {r['batch_size']} | {r['items']} ({r['timed']}) | {fmt(r['wall_s'])} | {fmt(r['items_per_s'])} | {fmt(r['p50_ms'], 1)} "
+                      f"| {fmt(r['p95_ms'], 1)} | {fmt(r['peak_vram_mib'], 0)} | {fmt(r['vram_added_mib'], 0)} "
+                      f"| {r['answers_equal_batch1']} ({r['answers_compared']}) |")
+        md.append("\nOn the GPU, items/s and the percentiles leave out each run's first model call (warm-up: "
+                  "CUDA's PTX JIT and allocator growth; `timed` counts the rest); the CPU dry run times every "
+                  "call. Answers are compared on every question both runs asked.")
+        md.append(f"\nMost items/s: batch size {sweep['best_batch_size']}.")
+    else:
+        md.append("not run")
+    md += ["", "## FaceXBench-sized run: faceval run vs transformers batched generate", ""]
+    if fxb["rows"]:
+        md += ["| implementation | command | items | images | prompt tokens/item | process s | wall s | items/s | p50 ms | p95 ms | peak VRAM MiB |",
+               "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in fxb["rows"]:
+            md.append(f"| {r['implementation']} | `{r.get('command') or ''}` | {r.get('items')} | {r.get('images') or '—'} "
+                      f"| {fmt(r.get('prompt_tokens_per_item'), 1)} | {fmt(r.get('process_s'), 1)} | {fmt(r.get('wall_s'), 1)} | {fmt(r.get('items_per_s'))} "
+                      f"| {fmt(r.get('p50_ms'), 1)} | {fmt(r.get('p95_ms'), 1)} | {fmt(r.get('peak_vram_mib'), 0)} |")
+        md.append("\nwall s: the model calls (faceval telemetry `wall_s`; transformers: the generate loop), loading "
+                  "excluded; process s: the whole step, loading included. Peak VRAM: faceval NVML whole-GPU peak; "
+                  "transformers torch max_memory_reserved.")
+    else:
+        md.append("not run")
     (res / "summary.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
@@ -613,6 +1010,23 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--max-new-tokens", type=int, default=0, help="0: the data's max_new_tokens")
     p.add_argument("--skip-generate", action="store_true")
+    p = sub.add_parser("make-facexbench")
+    p.add_argument("--out", required=True)
+    p.add_argument("--n", type=int, default=5000)
+    p.add_argument("--pool", type=int, default=64)
+    p.add_argument("--side", type=int, default=448)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mix", default=FXB_MIX)
+    p = sub.add_parser("transformers-facexbench")
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--dtype", choices=["bf16", "f32", "f16"], default="bf16")
+    p.add_argument("--attn", default="sdpa")
+    p.add_argument("--n", type=int, default=5000)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--max-new-tokens", type=int, default=64, help="the facexbench task's")
     p = sub.add_parser("summarize")
     p.add_argument("--results", required=True)
     args = ap.parse_args()
@@ -620,6 +1034,8 @@ def main() -> None:
         "make-checkpoint": make_checkpoint,
         "make-data": make_data,
         "transformers-bench": transformers_bench,
+        "make-facexbench": make_facexbench,
+        "transformers-facexbench": transformers_facexbench,
         "summarize": summarize,
     }[args.cmd](args)
 

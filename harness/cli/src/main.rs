@@ -58,7 +58,7 @@ enum Command {
     Demo(commands::DemoArgs),
     /// Profile a model's efficiency on a task's first items: latency, TTFT, TPOT, throughput, peak memory.
     Bench(bench::BenchArgs),
-    /// Check the InternVL implementation against transformers' fixtures on a device and dtype.
+    /// Check InternVL, LLaVA or CLIP/SigLIP against transformers' fixtures on a device and dtype.
     Parity(parity::ParityArgs),
     /// Fairness audit of run folders: per-group metrics, disparities, tests.
     Audit(audit::AuditArgs),

@@ -1,5 +1,6 @@
-//! End-to-end tests of `faceval parity` on the CPU in f32: the InternVL fixtures pass within
-//! 1e-4 with identical greedy tokens, a fixture whose expected tokens are altered fails with
+//! End-to-end tests of `faceval parity` on the CPU: the InternVL, LLaVA and CLIP/SigLIP
+//! fixtures pass within 1e-4 in f32 with identical greedy tokens (option rankings), LLaVA and
+//! zero-shot also run in bf16, fixtures whose expected tokens or ranking are altered fail with
 //! exit 1, and bad arguments are input errors (exit 2).
 
 mod common;
@@ -12,10 +13,14 @@ fn fixtures() -> PathBuf {
 }
 
 fn parity_json(fixtures: &Path, extra: &[&str]) -> (i32, serde_json::Value) {
+    parity_json_in(fixtures, "f32", extra)
+}
+
+fn parity_json_in(fixtures: &Path, dtype: &str, extra: &[&str]) -> (i32, serde_json::Value) {
     let out = faceval()
         .args(["parity", "--fixtures"])
         .arg(fixtures)
-        .args(["--device", "cpu", "--dtype", "f32", "--json"])
+        .args(["--device", "cpu", "--dtype", dtype, "--json"])
         .args(extra)
         .output()
         .unwrap();
@@ -178,4 +183,159 @@ fn bad_arguments_are_input_errors() {
         .output()
         .unwrap();
     assert_eq!(dtype.status.code(), Some(2));
+}
+
+fn family_fixtures(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../models/tests/fixtures/{name}"))
+}
+
+fn parity_dtype(fixtures: &Path, dtype: &str) -> (i32, serde_json::Value) {
+    parity_json_in(fixtures, dtype, &[])
+}
+
+#[test]
+fn llava_fixtures_match_transformers_in_f32_and_run_in_bf16() {
+    let (code, r) = parity_dtype(&family_fixtures("llava"), "f32");
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(r["family"], "llava");
+    assert_eq!(r["strict"], true);
+    assert_eq!(r["transformers_version"], "5.17.0");
+    let rows = r["rows"].as_array().unwrap();
+    let cases: Vec<&str> = rows.iter().map(|x| x["case"].as_str().unwrap()).collect();
+    assert_eq!(cases, ["square", "text_only", "two_images", "wide"]);
+    for row in rows {
+        assert_eq!(row["checkpoint"], "tiny-llava");
+        for key in [
+            "image_features_max_abs_diff",
+            "logits_max_abs_diff",
+            "step_logits_max_abs_diff",
+        ] {
+            let d = row[key].as_f64().unwrap();
+            assert!((0.0..=1e-4).contains(&d), "{} {key} = {d}", row["case"]);
+        }
+        assert_eq!(row["tokens"], row["expected_tokens"]);
+        assert_eq!(row["tokens"].as_array().unwrap().len(), 8);
+    }
+    let two = rows.iter().find(|x| x["case"] == "two_images").unwrap();
+    assert_eq!(two["tiles"], 2, "two images");
+    // Images were compared: their features differ from transformers' by rounding, not zero.
+    assert!(two["image_features_max_abs_diff"].as_f64().unwrap() > 0.0);
+
+    // bf16: reported, not strict; a broken kernel would exceed 5% of the logits' scale.
+    let (code, r) = parity_dtype(&family_fixtures("llava"), "bf16");
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(r["strict"], false);
+    assert_eq!(r["dtype"], "bf16");
+    let d = r["max_logits_diff"].as_f64().unwrap();
+    // Rounding moves bf16 logits (scale ~25) by ~0.3-0.5 here; identical to f32 would mean
+    // the dtype was not applied.
+    assert!(d > 1e-3 && d < 0.05 * 21.0, "bf16 logits diff {d}");
+}
+
+#[test]
+fn zero_shot_fixtures_match_transformers_in_f32_and_run_in_bf16() {
+    let (code, r) = parity_dtype(&family_fixtures("zero_shot"), "f32");
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(r["family"], "zero-shot");
+    assert_eq!(r["transformers_version"], "5.17.0");
+    assert!(
+        r["max_step_logits_diff"].is_null(),
+        "no decoding in zero-shot"
+    );
+    let rows = r["rows"].as_array().unwrap();
+    // 2 models × 3 images.
+    assert_eq!(rows.len(), 6, "{r:#}");
+    let mut cks: Vec<&str> = rows
+        .iter()
+        .map(|x| x["checkpoint"].as_str().unwrap())
+        .collect();
+    cks.dedup();
+    assert_eq!(cks, ["clip-tiny", "siglip-tiny"]);
+    for row in rows {
+        for key in [
+            "image_features_max_abs_diff",
+            "logits_max_abs_diff",
+            "text_embeds_max_abs_diff",
+        ] {
+            let d = row[key].as_f64().unwrap();
+            assert!((0.0..=1e-4).contains(&d), "{} {key} = {d}", row["case"]);
+        }
+        assert_eq!(row["tokens_equal"], true);
+        assert_eq!(row["tokens"], row["expected_tokens"]);
+        assert_eq!(
+            row["tokens"].as_array().unwrap().len(),
+            5,
+            "5 options ranked"
+        );
+    }
+    // The fixtures' images disagree on the top option, so the ranking check sees the image.
+    let tops: std::collections::BTreeSet<u64> = rows
+        .iter()
+        .filter(|x| x["checkpoint"] == "clip-tiny")
+        .map(|x| x["tokens"][0].as_u64().unwrap())
+        .collect();
+    assert!(tops.len() > 1);
+
+    let (code, r) = parity_dtype(&family_fixtures("zero_shot"), "bf16");
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(r["strict"], false);
+    let d = r["max_text_embeds_diff"].as_f64().unwrap();
+    assert!(d > 1e-4, "the text tower ran in bf16: {d}");
+
+    // --checkpoint takes the model name.
+    let (code, r) = parity_json(&family_fixtures("zero_shot"), &["--checkpoint", "siglip"]);
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(r["rows"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn a_changed_zero_shot_ranking_fails_in_f32() {
+    let src = family_fixtures("zero_shot");
+    let dir = tempfile::tempdir().unwrap();
+    let dst = dir.path();
+    for e in std::fs::read_dir(&src).unwrap().flatten() {
+        let to = dst.join(e.file_name());
+        if e.path().is_dir() {
+            std::fs::create_dir_all(&to).unwrap();
+            for f in std::fs::read_dir(e.path()).unwrap().flatten() {
+                std::fs::copy(f.path(), to.join(f.file_name())).unwrap();
+            }
+        } else {
+            std::fs::copy(e.path(), &to).unwrap();
+        }
+    }
+    let path = dst.join("clip.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let r0 = v["ranking_per_image"][0].as_array_mut().unwrap();
+    r0.swap(0, 1);
+    std::fs::write(&path, v.to_string()).unwrap();
+    let (code, r) = parity_json(dst, &[]);
+    assert_eq!(code, 1, "{r:#}");
+    let bad: Vec<&serde_json::Value> = r["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["pass"] == false)
+        .collect();
+    assert_eq!(bad.len(), 1, "{r:#}");
+    assert_eq!(bad[0]["case"], "face_448.png");
+    assert_eq!(bad[0]["first_token_mismatch"], 0);
+}
+
+#[test]
+fn an_unknown_family_or_a_mismatched_folder_is_an_input_error() {
+    let bad = faceval()
+        .args(["parity", "--family", "gpt"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--family gpt"));
+    // Told to read LLaVA fixtures from the zero-shot folder: no cases/ there.
+    let wrong = faceval()
+        .args(["parity", "--family", "llava", "--fixtures"])
+        .arg(family_fixtures("zero_shot"))
+        .output()
+        .unwrap();
+    assert_eq!(wrong.status.code(), Some(2), "{wrong:?}");
 }

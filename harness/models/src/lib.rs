@@ -9,6 +9,7 @@ pub mod conversation;
 pub mod hub;
 pub mod image_io;
 pub mod internvl;
+pub mod kernels;
 pub mod llava;
 pub mod model;
 pub mod openai;

@@ -13,12 +13,10 @@
 //!   transformers' ("v2") ordering, then LayerNorm (eps 1e-5, torch's default, as the
 //!   projector's LayerNorm is built without one) → Linear → GELU → Linear.
 //!
-//! On the CPU in f32 each encoder layer runs through the fused kernels of [`cpu_kernels`]
+//! On the CPU in f32 each encoder layer runs through the fused kernels of [`crate::kernels`]
 //! (attention over query blocks without the full score matrix, bias/GELU/layer-scale/residual
 //! applied in place on the matmul outputs): the same arithmetic as the composed candle ops to
 //! a few f32 ulps, about twice as fast. Other devices and dtypes use the composed ops.
-
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{bail, Result};
 use candle_core::{DType, Module, Tensor};
@@ -26,6 +24,7 @@ use candle_nn::Linear;
 
 use super::config::{Activation, InternVlConfig, NormType, VisionConfig};
 use super::weights::Weights;
+use crate::kernels;
 
 /// LayerNorm or RMSNorm over the last dimension.
 #[derive(Debug, Clone)]
@@ -83,21 +82,16 @@ pub(crate) fn linear(
     Ok(Linear::new(weight, bias))
 }
 
-/// Whether CPU f32 layers use the fused kernels (the default). Off, they take the composed
-/// candle ops that every other device uses: for A/B benchmarks and for checking the kernels.
-static FUSED_CPU_KERNELS: AtomicBool = AtomicBool::new(true);
-
-/// Turns the fused CPU f32 kernels of the vision tower on or off, process-wide.
-pub fn set_fused_cpu_kernels(on: bool) {
-    FUSED_CPU_KERNELS.store(on, Ordering::Relaxed);
-}
+/// Turns the fused CPU f32 kernels of the vision tower on or off, process-wide (the switch
+/// lives with the kernels, in [`crate::kernels`]; kept here for existing callers).
+pub use crate::kernels::set_fused_cpu_kernels;
 
 /// Per-channel vectors of one layer for the fused CPU kernels, copied out at load time.
 struct CpuLayerParams {
-    qkv_bias: Option<cpu_kernels::BiasAct>,
-    proj: cpu_kernels::BiasScaleResidual,
-    fc1: cpu_kernels::BiasAct,
-    fc2: cpu_kernels::BiasScaleResidual,
+    qkv_bias: Option<kernels::BiasAct>,
+    proj: kernels::BiasScaleResidual,
+    fc1: kernels::BiasAct,
+    fc2: kernels::BiasScaleResidual,
 }
 
 struct VisionLayer {
@@ -162,21 +156,21 @@ impl VisionLayer {
             let gelu = c.hidden_act == Activation::GeluErf;
             Some(CpuLayerParams {
                 qkv_bias: match qkv.bias() {
-                    Some(b) => Some(cpu_kernels::BiasAct {
+                    Some(b) => Some(kernels::BiasAct {
                         bias: b.to_vec1::<f32>()?,
                         gelu: false,
                     }),
                     None => None,
                 },
-                proj: cpu_kernels::BiasScaleResidual {
+                proj: kernels::BiasScaleResidual {
                     bias: vec(proj.bias())?,
                     scale: lambda_1.to_vec1::<f32>()?,
                 },
-                fc1: cpu_kernels::BiasAct {
+                fc1: kernels::BiasAct {
                     bias: vec(fc1.bias())?,
                     gelu,
                 },
-                fc2: cpu_kernels::BiasScaleResidual {
+                fc2: kernels::BiasScaleResidual {
                     bias: vec(fc2.bias())?,
                     scale: lambda_2.to_vec1::<f32>()?,
                 },
@@ -232,6 +226,10 @@ impl VisionLayer {
     fn attention(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         let (b, t, c) = xs.dims3()?;
         let (q, k, v) = self.qkv(&self.qkv.forward(xs)?)?;
+        // FlashAttention on CUDA in bf16/f16 when built with `flash-attn`; else the ops below.
+        if let Some(out) = kernels::fused_attention(&q, &k, &v, self.heads, self.head_dim) {
+            return self.proj.forward(&out?);
+        }
         let split = |x: Tensor| -> candle_core::Result<Tensor> {
             x.reshape((b, t, self.heads, self.head_dim))?
                 .transpose(1, 2)?
@@ -251,7 +249,7 @@ impl VisionLayer {
 
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         if let Some(p) = &self.cpu {
-            if FUSED_CPU_KERNELS.load(Ordering::Relaxed) {
+            if kernels::fused_cpu_kernels() {
                 return self.forward_cpu(xs, p);
             }
         }
@@ -281,7 +279,7 @@ impl VisionLayer {
             qkv.inplace_op1(bias)?;
         }
         let (q, k, v) = self.qkv(&qkv.reshape((b, t, 3 * c))?)?;
-        let a = cpu_kernels::attention(&q, &k, &v, self.heads, self.head_dim)?;
+        let a = kernels::attention(&q, &k, &v, self.heads, self.head_dim)?;
         let a = flat(&a)?.matmul(&self.proj.weight().t()?)?;
         a.inplace_op2(&flat(&xs)?, &p.proj)?; // xs + λ1·(a + bias)
         let xs = a.reshape((b, t, c))?;
@@ -515,433 +513,6 @@ pub fn pixels_to(pixels: &Tensor, device: &candle_core::Device, dtype: DType) ->
     Ok(pixels.to_device(device)?.to_dtype(dtype)?)
 }
 
-/// Fused f32 kernels for the vision tower on the CPU.
-///
-/// Why hand-written: candle composes a layer from ops that each allocate a fresh output, and
-/// its attention materialises the `heads × tokens × tokens` score matrix (67 MB per layer for
-/// one 448 px tile), so a `perf` profile of the composed layer shows page faults (zeroing new
-/// pages), single-threaded element-wise ops (bias, GELU's `erff`, layer scale) and a scalar
-/// `expf` loop in the softmax next to the matmuls. Here the matmuls are still the `gemm`
-/// crate's (the one candle calls), and everything around them is one pass over data already in
-/// cache.
-pub(crate) mod cpu_kernels {
-    use candle_core::{CpuStorage, CustomOp3, InplaceOp1, InplaceOp2, Layout, Shape, Tensor};
-    use rayon::prelude::*;
-
-    /// Query rows per attention block: the block's scores (rows × tokens f32, 1 MB for 1025
-    /// tokens) stay in a core's L2 cache between the two matmuls and the softmax. Measured on
-    /// InternViT-300M (16 heads × 1025 tokens): 256 rows beat 64 and 128 (larger gemm tiles,
-    /// fewer tasks), with 80 blocks still enough to share among cores.
-    const QUERY_BLOCK: usize = 256;
-    /// Rows per task in the element-wise epilogues.
-    const EPILOGUE_ROWS: usize = 16;
-    /// Lanes of the explicit partial max/sum in the softmax: fixed, so the summation order and
-    /// therefore the result do not depend on the instruction set the loop is compiled for.
-    const LANES: usize = 16;
-
-    /// `e^x` in f32 for the softmax: Cephes' `expf` (range reduction by ln 2 split in two
-    /// constants, degree-6 polynomial, exponent bits set directly), about 1 ulp from libm's.
-    /// Unlike a libm call it vectorises, which is the point: the softmax takes one `exp` per
-    /// score. Inputs are clamped to the finite range; a softmax only passes `x - max ≤ 0`.
-    #[inline(always)]
-    fn exp(x: f32) -> f32 {
-        let x = x.clamp(-87.0, 88.0);
-        // Round to nearest by the 1.5·2^23 trick (vectorises; `round` is a libm call on SSE2).
-        let n = (x * std::f32::consts::LOG2_E + 12_582_912.0) - 12_582_912.0;
-        let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
-        let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2)
-            * r
-            + 1.666_666_5e-1)
-            * r
-            + 0.5;
-        let y = p * (r * r) + r + 1.0;
-        y * f32::from_bits(((n as i32 + 127) as u32) << 23)
-    }
-
-    /// Exact (erf) GELU with erf from Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7): the
-    /// formula torch's own vectorised CPU `erf` uses, so no further from transformers than
-    /// libm's `erff` (which candle's `gelu_erf` calls one element at a time).
-    #[inline(always)]
-    fn gelu_erf(x: f32) -> f32 {
-        let z = x * std::f32::consts::FRAC_1_SQRT_2;
-        let az = z.abs();
-        let t = 1.0 / (1.0 + 0.327_591_1 * az);
-        let r = ((((1.061_405_4 * t - 1.453_152_1) * t + 1.421_413_8) * t - 0.284_496_74) * t
-            + 0.254_829_6)
-            * t;
-        let e = 1.0 - r * exp(-az * az);
-        let erf = if z < 0.0 { -e } else { e };
-        (erf + 1.0) * 0.5 * x
-    }
-
-    /// Softmax of one row in place: max, `exp(x - max)` and its sum over `LANES` partials,
-    /// then scaling by the reciprocal of the sum.
-    #[inline(always)]
-    fn softmax_row(row: &mut [f32]) {
-        let mut m = [f32::NEG_INFINITY; LANES];
-        let mut chunks = row.chunks_exact(LANES);
-        for c in &mut chunks {
-            for i in 0..LANES {
-                m[i] = if c[i] > m[i] { c[i] } else { m[i] };
-            }
-        }
-        let mut max = f32::NEG_INFINITY;
-        for &v in m.iter().chain(chunks.remainder()) {
-            max = if v > max { v } else { max };
-        }
-        let mut s = [0f32; LANES];
-        let mut chunks = row.chunks_exact_mut(LANES);
-        for c in &mut chunks {
-            for i in 0..LANES {
-                c[i] = exp(c[i] - max);
-                s[i] += c[i];
-            }
-        }
-        let mut sum = 0f32;
-        for x in chunks.into_remainder() {
-            *x = exp(*x - max);
-            sum += *x;
-        }
-        for v in s {
-            sum += v;
-        }
-        let inv = 1.0 / sum;
-        for x in row.iter_mut() {
-            *x *= inv;
-        }
-    }
-
-    #[inline(always)]
-    fn softmax_rows_generic(buf: &mut [f32], width: usize) {
-        for row in buf.chunks_exact_mut(width) {
-            softmax_row(row);
-        }
-    }
-
-    #[inline(always)]
-    fn bias_gelu_generic(xs: &mut [f32], bias: &[f32]) {
-        for row in xs.chunks_exact_mut(bias.len()) {
-            for (x, b) in row.iter_mut().zip(bias) {
-                *x = gelu_erf(*x + *b);
-            }
-        }
-    }
-
-    // The same loops compiled for AVX2 (8 lanes instead of SSE2's 4), chosen at run time. No
-    // FMA contraction happens (Rust never fuses `a * b + c` on its own), so both builds give
-    // identical results.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    unsafe fn softmax_rows_avx2(buf: &mut [f32], width: usize) {
-        softmax_rows_generic(buf, width)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    unsafe fn bias_gelu_avx2(xs: &mut [f32], bias: &[f32]) {
-        bias_gelu_generic(xs, bias)
-    }
-
-    fn has_avx2() -> bool {
-        #[cfg(target_arch = "x86_64")]
-        {
-            is_x86_feature_detected!("avx2")
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            false
-        }
-    }
-
-    fn softmax_rows(buf: &mut [f32], width: usize) {
-        #[cfg(target_arch = "x86_64")]
-        if has_avx2() {
-            // SAFETY: the CPU has AVX2 (checked just above).
-            return unsafe { softmax_rows_avx2(buf, width) };
-        }
-        softmax_rows_generic(buf, width)
-    }
-
-    fn bias_gelu(xs: &mut [f32], bias: &[f32]) {
-        #[cfg(target_arch = "x86_64")]
-        if has_avx2() {
-            // SAFETY: the CPU has AVX2 (checked just above).
-            return unsafe { bias_gelu_avx2(xs, bias) };
-        }
-        bias_gelu_generic(xs, bias)
-    }
-
-    fn f32_slice<'a>(s: &'a CpuStorage, what: &str) -> candle_core::Result<&'a [f32]> {
-        match s {
-            CpuStorage::F32(v) => Ok(v),
-            _ => candle_core::bail!("{what}: the fused vision kernels take f32"),
-        }
-    }
-
-    fn contiguous<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
-        let (a, b) = l
-            .contiguous_offsets()
-            .ok_or_else(|| candle_core::Error::Msg(format!("{what}: not contiguous")))?;
-        Ok(&f32_slice(s, what)?[a..b])
-    }
-
-    fn contiguous_mut<'a>(
-        s: &'a mut CpuStorage,
-        l: &Layout,
-        what: &str,
-    ) -> candle_core::Result<&'a mut [f32]> {
-        let (a, b) = l
-            .contiguous_offsets()
-            .ok_or_else(|| candle_core::Error::Msg(format!("{what}: not contiguous")))?;
-        match s {
-            CpuStorage::F32(v) => Ok(&mut v[a..b]),
-            _ => candle_core::bail!("{what}: the fused vision kernels take f32"),
-        }
-    }
-
-    /// `y = act(y + bias)` in place on a `[rows, bias.len()]` matmul output; `act` is the
-    /// exact GELU or nothing.
-    pub struct BiasAct {
-        pub bias: Vec<f32>,
-        pub gelu: bool,
-    }
-
-    impl InplaceOp1 for BiasAct {
-        fn name(&self) -> &'static str {
-            "internvit-bias-act"
-        }
-
-        fn cpu_fwd(&self, s: &mut CpuStorage, l: &Layout) -> candle_core::Result<()> {
-            let n = self.bias.len();
-            let xs = contiguous_mut(s, l, self.name())?;
-            if xs.len() % n != 0 {
-                candle_core::bail!("{}: rows of {} for a bias of {n}", self.name(), xs.len());
-            }
-            let bias = &self.bias[..];
-            xs.par_chunks_mut(n * EPILOGUE_ROWS).for_each(|block| {
-                if self.gelu {
-                    bias_gelu(block, bias)
-                } else {
-                    for row in block.chunks_exact_mut(n) {
-                        for (x, b) in row.iter_mut().zip(bias) {
-                            *x += *b;
-                        }
-                    }
-                }
-            });
-            Ok(())
-        }
-    }
-
-    /// `y = residual + scale · (y + bias)` in place on a `[rows, bias.len()]` matmul output:
-    /// a layer-scaled residual branch, rounded step by step as the composed ops round it.
-    pub struct BiasScaleResidual {
-        pub bias: Vec<f32>,
-        pub scale: Vec<f32>,
-    }
-
-    impl InplaceOp2 for BiasScaleResidual {
-        fn name(&self) -> &'static str {
-            "internvit-bias-scale-residual"
-        }
-
-        fn cpu_fwd(
-            &self,
-            s: &mut CpuStorage,
-            l: &Layout,
-            r: &CpuStorage,
-            rl: &Layout,
-        ) -> candle_core::Result<()> {
-            let n = self.bias.len();
-            let xs = contiguous_mut(s, l, self.name())?;
-            let res = contiguous(r, rl, self.name())?;
-            if xs.len() != res.len() || xs.len() % n != 0 || self.scale.len() != n {
-                candle_core::bail!("{}: shapes do not match", self.name());
-            }
-            xs.par_chunks_mut(n * EPILOGUE_ROWS)
-                .zip(res.par_chunks(n * EPILOGUE_ROWS))
-                .for_each(|(block, rblock)| {
-                    for (row, rrow) in block.chunks_exact_mut(n).zip(rblock.chunks_exact(n)) {
-                        for (((x, r), b), g) in
-                            row.iter_mut().zip(rrow).zip(&self.bias).zip(&self.scale)
-                        {
-                            *x = (*x + *b) * *g + *r;
-                        }
-                    }
-                });
-            Ok(())
-        }
-    }
-
-    /// A pointer the attention tasks share; each task writes a disjoint block of the output.
-    #[derive(Clone, Copy)]
-    struct OutPtr(*mut f32);
-    // SAFETY: tasks write disjoint (query block, head) regions of one live allocation.
-    unsafe impl Send for OutPtr {}
-    unsafe impl Sync for OutPtr {}
-
-    impl OutPtr {
-        /// A method, so that closures capture the whole (Sync) wrapper, not its raw field.
-        fn at(self, offset: usize) -> *mut f32 {
-            // SAFETY: callers pass offsets inside the allocation (see the attention task).
-            unsafe { self.0.add(offset) }
-        }
-    }
-
-    /// `[b, t, c]` view of f32 storage with a dense last dimension:
-    /// (b, t, c, batch stride, row stride, offset).
-    fn view3(l: &Layout, what: &str) -> candle_core::Result<[usize; 6]> {
-        let (b, t, c) = l.shape().dims3()?;
-        let s = l.stride();
-        if s[2] != 1 {
-            candle_core::bail!("{what}: the head dimension must be dense (strides {s:?})");
-        }
-        Ok([b, t, c, s[0], s[1], l.start_offset()])
-    }
-
-    /// Multi-head attention `softmax(q·kᵀ·scale)·v` for `[b, t, heads·head_dim]` q, k, v
-    /// (views with any row stride, such as column slices of one stacked qkv projection) to a
-    /// contiguous `[b, t, heads·head_dim]` output, heads side by side as transformers'
-    /// reshape puts them. Work is split into (tile, head, block of `QUERY_BLOCK` query rows)
-    /// tasks: scores for the block, softmax in place, times v straight into the output's
-    /// columns for that head. No transposed copies of q/k/v and no full score matrix.
-    struct Attention {
-        heads: usize,
-        head_dim: usize,
-        scale: f32,
-    }
-
-    impl CustomOp3 for Attention {
-        fn name(&self) -> &'static str {
-            "internvit-attention"
-        }
-
-        fn cpu_fwd(
-            &self,
-            qs: &CpuStorage,
-            ql: &Layout,
-            ks: &CpuStorage,
-            kl: &Layout,
-            vs: &CpuStorage,
-            vl: &Layout,
-        ) -> candle_core::Result<(CpuStorage, Shape)> {
-            let what = self.name();
-            let (q, k, v) = (
-                f32_slice(qs, what)?,
-                f32_slice(ks, what)?,
-                f32_slice(vs, what)?,
-            );
-            let [b, t, c, qb, qr, qo] = view3(ql, what)?;
-            let [kb_, kt, kc, kb, kr, ko] = view3(kl, what)?;
-            let [vb_, vt, vc, vb, vr, vo] = view3(vl, what)?;
-            let (heads, d) = (self.heads, self.head_dim);
-            if (kb_, kt, kc) != (b, t, c) || (vb_, vt, vc) != (b, t, c) || heads * d != c {
-                candle_core::bail!("{what}: q, k, v shapes or head count do not match");
-            }
-            let mut out = vec![0f32; b * t * c];
-            let optr = OutPtr(out.as_mut_ptr());
-            let block = QUERY_BLOCK.min(t);
-            let blocks = t.div_ceil(block);
-            (0..b * heads * blocks).into_par_iter().for_each_init(
-                || vec![0f32; block * t],
-                |scores, task| {
-                    let (bi, h, blk) = (
-                        task / (heads * blocks),
-                        (task / blocks) % heads,
-                        task % blocks,
-                    );
-                    let r0 = blk * block;
-                    let rows = block.min(t - r0);
-                    // gemm(m, n, k, dst, dst_cs, dst_rs, read_dst, lhs, lhs_cs, lhs_rs, rhs,
-                    // rhs_cs, rhs_rs, alpha, beta, ..): dst = alpha·dst + beta·lhs·rhs. Tasks
-                    // already fill the cores, so each gemm runs single-threaded.
-                    // SAFETY: every pointer/stride pair stays inside its storage: rows r0..
-                    // r0+rows and columns h·d..(h+1)·d of tile bi, as the views were checked.
-                    unsafe {
-                        // scores[rows, t] = scale · q[r0.., h] · k[.., h]ᵀ
-                        gemm::gemm(
-                            rows,
-                            t,
-                            d,
-                            scores.as_mut_ptr(),
-                            1,
-                            t as isize,
-                            false,
-                            q.as_ptr().add(qo + bi * qb + r0 * qr + h * d),
-                            1,
-                            qr as isize,
-                            k.as_ptr().add(ko + bi * kb + h * d),
-                            kr as isize,
-                            1,
-                            0f32,
-                            self.scale,
-                            false,
-                            false,
-                            false,
-                            gemm::Parallelism::None,
-                        );
-                    }
-                    softmax_rows(&mut scores[..rows * t], t);
-                    // SAFETY: as above; the output block (rows r0.., columns of head h) is
-                    // written by this task only.
-                    unsafe {
-                        // out[r0.., h] = scores[rows, t] · v[.., h]
-                        gemm::gemm(
-                            rows,
-                            d,
-                            t,
-                            optr.at(bi * t * c + r0 * c + h * d),
-                            1,
-                            c as isize,
-                            false,
-                            scores.as_ptr(),
-                            1,
-                            t as isize,
-                            v.as_ptr().add(vo + bi * vb + h * d),
-                            1,
-                            vr as isize,
-                            0f32,
-                            1f32,
-                            false,
-                            false,
-                            false,
-                            gemm::Parallelism::None,
-                        );
-                    }
-                },
-            );
-            Ok((CpuStorage::F32(out), Shape::from_dims(&[b, t, c])))
-        }
-    }
-
-    #[cfg(test)]
-    pub fn softmax_rows_for_test(row: &mut [f32]) {
-        let n = row.len();
-        softmax_rows(row, n)
-    }
-
-    #[cfg(test)]
-    pub fn gelu_for_test(xs: &mut [f32]) {
-        let zero = vec![0f32; xs.len()];
-        bias_gelu(xs, &zero)
-    }
-
-    pub fn attention(
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        heads: usize,
-        head_dim: usize,
-    ) -> candle_core::Result<Tensor> {
-        let op = Attention {
-            heads,
-            head_dim,
-            scale: (head_dim as f32).powf(-0.5),
-        };
-        q.apply_op3_no_bwd(k, v, &op)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -973,19 +544,19 @@ mod tests {
         let (lambda_1, lambda_2) = (r(&[h], 0.5), r(&[h], 0.5));
         let v = |t: Option<&Tensor>| t.unwrap().to_vec1::<f32>().unwrap();
         let cpu = CpuLayerParams {
-            qkv_bias: Some(cpu_kernels::BiasAct {
+            qkv_bias: Some(kernels::BiasAct {
                 bias: v(qkv.bias()),
                 gelu: false,
             }),
-            proj: cpu_kernels::BiasScaleResidual {
+            proj: kernels::BiasScaleResidual {
                 bias: v(proj.bias()),
                 scale: v(Some(&lambda_1)),
             },
-            fc1: cpu_kernels::BiasAct {
+            fc1: kernels::BiasAct {
                 bias: v(fc1.bias()),
                 gelu: act == Activation::GeluErf,
             },
-            fc2: cpu_kernels::BiasScaleResidual {
+            fc2: kernels::BiasScaleResidual {
                 bias: v(fc2.bias()),
                 scale: v(Some(&lambda_2)),
             },
@@ -1041,37 +612,6 @@ mod tests {
     }
 
     /// The polynomial exp and GELU against libm over the ranges they see.
-    #[test]
-    fn cpu_kernel_exp_and_gelu_are_close_to_libm() {
-        let mut row: Vec<f32> = (0..1000).map(|i| -30.0 + i as f32 * 0.031).collect();
-        let want: Vec<f32> = {
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let e: Vec<f32> = row.iter().map(|x| (x - max).exp()).collect();
-            let s: f32 = e.iter().sum();
-            e.iter().map(|x| x / s).collect()
-        };
-        cpu_kernels::softmax_rows_for_test(&mut row);
-        for (g, w) in row.iter().zip(&want) {
-            assert!(
-                (g - w).abs() <= 1e-6 * w.max(1e-30) + 1e-12,
-                "softmax {g} vs {w}"
-            );
-        }
-        let xs: Vec<f32> = (0..2001).map(|i| -10.0 + i as f32 * 0.01).collect();
-        let mut got = xs.clone();
-        cpu_kernels::gelu_for_test(&mut got);
-        for (x, g) in xs.iter().zip(&got) {
-            let w =
-                (candle_core::cpu::erf::erf_f64(*x as f64 / 2f64.sqrt()) + 1.0) * 0.5 * *x as f64;
-            assert!(
-                (*g as f64 - w).abs() <= 2e-7 * x.abs().max(1.0) as f64,
-                "gelu({x}) = {g}, want {w}"
-            );
-        }
-    }
-
-    /// The shuffle must reproduce transformers' index arithmetic: for a 4x4 grid of 1-channel
-    /// values v[w][h] = 4w + h, torch gives [[0,1,4,5],[2,3,6,7],[8,9,12,13],[10,11,14,15]].
     #[test]
     fn pixel_shuffle_matches_transformers_ordering() {
         let xs = Tensor::arange(0f32, 16., &Device::Cpu)

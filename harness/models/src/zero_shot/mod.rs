@@ -59,7 +59,10 @@ enum Net {
         /// Pool at the first position of this id; `None`: at the argmax of the ids (legacy).
         pool_eos: Option<u32>,
     },
-    Siglip(siglip::Model),
+    Siglip {
+        text: siglip::TextModel,
+        vision: siglip::VisionModel,
+    },
 }
 
 /// The two towers and the logit scale/bias of a CLIP or SigLIP checkpoint.
@@ -72,6 +75,8 @@ pub struct ZeroShotNet {
     pub bias: f32,
     device: Device,
     dtype: DType,
+    /// `dtype`, except f32 for bf16 on the CPU (see `load`).
+    vision_dtype: DType,
     files: CheckpointFiles,
     weight_bytes: u64,
 }
@@ -107,6 +112,21 @@ impl ZeroShotNet {
         // SAFETY: the files are memory-mapped read-only and not modified while loaded.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files.weights, dtype, device) }
             .with_context(|| format!("cannot read the weights in {}", dir.display()))?;
+        // candle's CPU conv2d (the patch embedding) has no bf16 kernel ("unsupported dtype
+        // BF16 for op matmul"), so on the CPU a bf16 model runs its vision tower in f32 (the
+        // bf16 weights upcast exactly), as LLaVA's does; the text tower stays bf16.
+        let vision_dtype = if device.is_cpu() && dtype == DType::BF16 {
+            DType::F32
+        } else {
+            dtype
+        };
+        let vision_vb = if vision_dtype == dtype {
+            vb.clone()
+        } else {
+            // SAFETY: as above.
+            unsafe { VarBuilder::from_mmaped_safetensors(&files.weights, vision_dtype, device) }
+                .with_context(|| format!("cannot read the weights in {}", dir.display()))?
+        };
         let ctx = |e: candle_core::Error| anyhow!("{}: {e}", file.display());
         let (net, scale, bias) = match config.family {
             Family::Clip => {
@@ -140,7 +160,7 @@ impl ZeroShotNet {
                     clip::text_model::ClipTextTransformer::new(vb.pp("text_model"), &text_cfg)
                         .map_err(ctx)?;
                 let vision = clip::vision_model::ClipVisionTransformer::new(
-                    vb.pp("vision_model"),
+                    vision_vb.pp("vision_model"),
                     &vision_cfg,
                 )
                 .map_err(ctx)?;
@@ -153,7 +173,7 @@ impl ZeroShotNet {
                 let visual_projection = candle_nn::linear_no_bias(
                     v.tower.hidden_size,
                     v.projection,
-                    vb.pp("visual_projection"),
+                    vision_vb.pp("visual_projection"),
                 )
                 .map_err(ctx)?;
                 let log_scale = if vb.contains_tensor("logit_scale") {
@@ -213,8 +233,17 @@ impl ZeroShotNet {
                 };
                 let scale = scalar(&vb, "logit_scale", &[1], &file)?.exp();
                 let bias = scalar(&vb, "logit_bias", &[1], &file)?;
-                let model = siglip::Model::new(&cfg, vb.clone()).map_err(ctx)?;
-                (Net::Siglip(model), scale, bias)
+                // The two towers as siglip::Model builds them (same tensor names, attention
+                // pooling head included), each in its own dtype.
+                let text =
+                    siglip::TextModel::new(&cfg.text_config, vb.pp("text_model")).map_err(ctx)?;
+                let vision = siglip::VisionModel::new(
+                    &cfg.vision_config,
+                    true,
+                    vision_vb.pp("vision_model"),
+                )
+                .map_err(ctx)?;
+                (Net::Siglip { text, vision }, scale, bias)
             }
         };
         Ok(Self {
@@ -224,6 +253,7 @@ impl ZeroShotNet {
             bias,
             device: device.clone(),
             dtype,
+            vision_dtype,
             files,
             weight_bytes,
         })
@@ -243,14 +273,14 @@ impl ZeroShotNet {
 
     /// Image embeddings (unnormalised projections), `[batch, dim]` f32, from `[batch, 3, H, W]`.
     pub fn image_embeds(&self, pixel_values: &Tensor) -> Result<Tensor> {
-        let x = pixel_values.to_dtype(self.dtype)?;
+        let x = pixel_values.to_dtype(self.vision_dtype)?;
         let out = match &self.net {
             Net::Clip {
                 vision,
                 visual_projection,
                 ..
             } => vision.forward(&x)?.apply(visual_projection)?,
-            Net::Siglip(m) => m.get_image_features(&x)?,
+            Net::Siglip { vision, .. } => vision.forward(&x)?,
         };
         Ok(out.to_dtype(DType::F32)?)
     }
@@ -281,7 +311,7 @@ impl ZeroShotNet {
                 let hidden = text.forward_with_mask(&input, usize::MAX)?;
                 hidden.i((0, pos))?.unsqueeze(0)?.apply(text_projection)?
             }
-            Net::Siglip(m) => m.get_text_features(&input)?,
+            Net::Siglip { text, .. } => text.forward(&input)?,
         };
         Ok(out.squeeze(0)?.to_dtype(DType::F32)?)
     }
