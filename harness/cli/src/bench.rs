@@ -9,12 +9,13 @@ use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
 use faceval_eval::error::input_error;
+use faceval_eval::hardware::Hardware;
 use faceval_eval::metrics;
 use faceval_eval::model_manifest;
 use faceval_eval::run_folder::{self, Manifest};
 use faceval_eval::runner::{self, ModelHandle, RunOptions};
 use faceval_eval::task;
-use faceval_eval::telemetry::{self, Hardware, RunTelemetry, Summary};
+use faceval_eval::telemetry::{self, RunTelemetry, Summary};
 use serde::Serialize;
 
 #[derive(Args)]

@@ -27,12 +27,13 @@ use crate::fairness::{
     groupings_with_intersections, mae_by_group, per_class_by_group, BinaryFairness,
     FairnessOptions, GroupClassMetrics, GroupMae, Grouping, Measure,
 };
-use crate::run_folder::{self, Manifest, Outcome, Prediction, TaskRecord};
+pub use crate::run_folder::LoadedRun;
+use crate::run_folder::{fold_rotations, same_task, Prediction, TaskRecord};
 use crate::stats::{
     self, clustered_mean_se, hypothesis::correctness_by_group, BootstrapConfig, ChiSquare,
     ClusterCorrection, ClusteredMean, Interval,
 };
-use crate::task::Task;
+use crate::task::recorded_min_group;
 
 /// Version of the audit JSON (`docs/audit.md`).
 pub const AUDIT_FORMAT: u32 = 1;
@@ -206,87 +207,6 @@ pub struct TestRecord {
     pub p_bh: f64,
 }
 
-/// One scored question: rotations of a circular question folded into one.
-#[derive(Debug, Clone)]
-pub struct Scored<'a> {
-    pub first: &'a Prediction,
-    pub correct: bool,
-    pub unparseable: bool,
-}
-
-/// Scored questions of one task and the number of error items, following the scoring rules
-/// of `docs/run-format.md` exactly as `metrics.rs` applies them: error lines are left out;
-/// a circular question is correct only when every rotation is, and is an error when any is.
-pub fn scored<'a>(record: &TaskRecord, preds: &[&'a Prediction]) -> (Vec<Scored<'a>>, usize) {
-    if !record.circular {
-        // One line is one question: no need to gather rotations (this keeps a 10⁶-line
-        // audit from spending its time sorting ids).
-        let mut out = Vec::with_capacity(preds.len());
-        let mut errors = 0;
-        for p in preds {
-            if p.outcome == Outcome::Error {
-                errors += 1;
-            } else {
-                out.push(Scored {
-                    first: p,
-                    correct: p.correct == Some(true),
-                    unparseable: p.outcome == Outcome::Unparseable,
-                });
-            }
-        }
-        return (out, errors);
-    }
-    let mut by_id: BTreeMap<&str, Vec<&'a Prediction>> = BTreeMap::new();
-    for p in preds {
-        by_id.entry(p.id.as_str()).or_default().push(p);
-    }
-    let mut out = Vec::with_capacity(preds.len());
-    let mut errors = 0;
-    for (_, mut group) in by_id {
-        group.sort_by_key(|p| p.rotation);
-        if group.iter().any(|p| p.outcome == Outcome::Error) {
-            errors += 1;
-            continue;
-        }
-        out.push(Scored {
-            first: group[0],
-            correct: group.iter().all(|p| p.correct == Some(true)),
-            unparseable: group.iter().any(|p| p.outcome == Outcome::Unparseable),
-        });
-    }
-    (out, errors)
-}
-
-/// A run folder read whole.
-pub struct LoadedRun {
-    pub dir: PathBuf,
-    pub manifest: Manifest,
-    pub predictions: Vec<Prediction>,
-}
-
-impl LoadedRun {
-    pub fn load(dir: &Path) -> Result<LoadedRun> {
-        let manifest = run_folder::read_manifest(dir)?;
-        let predictions =
-            run_folder::read_predictions(&dir.join(run_folder::PREDICTIONS))?.predictions;
-        Ok(LoadedRun {
-            dir: dir.to_path_buf(),
-            manifest,
-            predictions,
-        })
-    }
-
-    /// Headline predictions (variant 0, `Prediction::is_headline`) of each task, in file
-    /// order: audits and the gate score the task's own phrasing only.
-    pub fn by_task(&self) -> HashMap<&str, Vec<&Prediction>> {
-        let mut map: HashMap<&str, Vec<&Prediction>> = HashMap::new();
-        for p in self.predictions.iter().filter(|p| p.is_headline()) {
-            map.entry(p.task.as_str()).or_default().push(p);
-        }
-        map
-    }
-}
-
 /// Refuse to put runs side by side when one task name means different tasks in them.
 pub fn check_comparable(runs: &[LoadedRun]) -> Result<()> {
     let mut seen: BTreeMap<&str, (&Path, &TaskRecord)> = BTreeMap::new();
@@ -297,7 +217,7 @@ pub fn check_comparable(runs: &[LoadedRun]) -> Result<()> {
                     seen.insert(&record.name, (&run.dir, record));
                 }
                 Some((dir, first)) => {
-                    if first.version != record.version || first.fingerprint != record.fingerprint {
+                    if !same_task(first, record) {
                         return Err(input_error(format!(
                             "task {} cannot be compared across these runs: {} has version {} (fingerprint {}…) \
                              but {} has version {} (fingerprint {}…); the task definition changed, so the \
@@ -305,10 +225,10 @@ pub fn check_comparable(runs: &[LoadedRun]) -> Result<()> {
                             record.name,
                             dir.display(),
                             first.version,
-                            short(&first.fingerprint),
+                            first.short_fingerprint(),
                             run.dir.display(),
                             record.version,
-                            short(&record.fingerprint)
+                            record.short_fingerprint()
                         )));
                     }
                 }
@@ -316,10 +236,6 @@ pub fn check_comparable(runs: &[LoadedRun]) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn short(fp: &str) -> &str {
-    &fp[..12.min(fp.len())]
 }
 
 /// Audit run folders.
@@ -478,20 +394,6 @@ fn adjust_tests(report: &mut AuditReport) -> Result<()> {
     Ok(())
 }
 
-/// The task's own minimum group size, when its TOML is where the run recorded it and is the
-/// same file (same fingerprint).
-pub(crate) fn task_min_group(record: &TaskRecord, run_dir: &Path) -> Option<usize> {
-    if record.path.is_empty() {
-        return None;
-    }
-    let recorded = Path::new(&record.path);
-    let candidates = [recorded.to_path_buf(), run_dir.join(recorded)];
-    candidates.iter().find_map(|p| {
-        let t = Task::load(p).ok()?;
-        (t.fingerprint == record.fingerprint).then_some(t.spec.fairness.min_group)
-    })
-}
-
 /// The fields used, and requested names read from another field.
 type ResolvedFields = (Vec<String>, BTreeMap<String, String>);
 
@@ -574,7 +476,7 @@ fn audit_task(
     options: &AuditOptions,
     bootstrap: BootstrapConfig,
 ) -> Result<std::result::Result<TaskAudit, String>> {
-    let (items, n_errors) = scored(record, preds);
+    let (items, n_errors) = fold_rotations(preds, record.circular);
     let available: BTreeSet<String> = preds
         .iter()
         .flat_map(|p| p.groups.keys().cloned())
@@ -618,7 +520,7 @@ fn audit_task(
     };
     let (min_group, min_group_source) = match options.min_group {
         Some(m) => (m, "option"),
-        None => match task_min_group(record, run_dir) {
+        None => match recorded_min_group(record, run_dir) {
             Some(m) => (m, "task"),
             None => (fairness::DEFAULT_MIN_GROUP_SIZE, "default"),
         },
@@ -1245,7 +1147,7 @@ fn per_class_markdown(s: &mut String, g: &GroupingReport) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run_folder::ModelRecord;
+    use crate::run_folder::{Manifest, ModelRecord, Outcome};
 
     fn pred(id: &str, rotation: usize, ok: bool, gender: &str, race: &str) -> Prediction {
         let mut groups = BTreeMap::new();
@@ -1319,7 +1221,7 @@ mod tests {
             pred("b", 1, true, "F", "x"),
         ];
         let refs: Vec<&Prediction> = preds.iter().collect();
-        let (items, errors) = scored(&record(true), &refs);
+        let (items, errors) = fold_rotations(&refs, record(true).circular);
         assert_eq!((items.len(), errors), (2, 0));
         assert_eq!(
             items.iter().map(|s| s.correct).collect::<Vec<_>>(),

@@ -25,12 +25,11 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::input_error;
-use crate::stats::bootstrap::{
-    bootstrap_mean, multinomial_counts, quantile_sorted, resample_rng, BootstrapConfig,
-};
+use crate::stats::bootstrap::{bootstrap_mean, multinomial_counts, resample_rng, BootstrapConfig};
 use crate::stats::hypothesis::{correctness_by_group, ChiSquare};
 use crate::stats::intervals::wilson;
 use crate::stats::multiple::holm;
+use crate::stats::quantile_sorted;
 use crate::stats::Interval;
 
 /// Groups smaller than this are flagged and excluded from disparity measures by default.

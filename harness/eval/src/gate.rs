@@ -26,13 +26,15 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
-use crate::audit::{self, LoadedRun};
 use crate::error::input_error;
 use crate::fairness::{self, accuracy_disparities, group_accuracy, group_by, FairnessOptions};
-use crate::run_folder::{Outcome, Prediction, TaskRecord};
-use crate::stats::bootstrap::{multinomial_counts, quantile_sorted, resample_rng};
+use crate::run_folder::{
+    read_metrics_telemetry, same_task, LoadedRun, MetricsTelemetry, Outcome, Prediction, Resources,
+    TaskRecord, Telemetry,
+};
+use crate::stats::bootstrap::{multinomial_counts, resample_rng};
+use crate::stats::quantile_sorted;
 use crate::stats::{self, BootstrapConfig, Interval, McNemar, PairedCounts};
 
 /// `gate.toml`. Every key is optional; unknown keys are an error that names the key and
@@ -429,43 +431,44 @@ impl GateReport {
 pub fn gate_dirs(baseline: &Path, candidate: &Path, config: &GateConfig) -> Result<GateReport> {
     let base = LoadedRun::load(baseline)?;
     let cand = LoadedRun::load(candidate)?;
-    let base_json = metrics_json(&base)?;
-    let cand_json = metrics_json(&cand)?;
-    gate(&base, &cand, &base_json, &cand_json, config)
+    let base_telemetry = metrics_telemetry(&base);
+    let cand_telemetry = metrics_telemetry(&cand);
+    gate(&base, &cand, &base_telemetry, &cand_telemetry, config)
 }
 
-/// `metrics.json` as JSON. When the file is missing or unreadable, the parts the gate reads
-/// are recomputed from the predictions with the same functions `metrics::compute` uses
+/// The timing parts of `metrics.json`. When the file is missing or unreadable, they are
+/// recomputed from the predictions with the same functions `metrics::compute` uses
 /// (`telemetry::from_predictions` per task and overall, peak memory from the manifest);
 /// the gate takes accuracy from the paired predictions, so it skips the metrics' bootstraps,
 /// which dominate `metrics::read_or_compute` on large runs.
-fn metrics_json(run: &LoadedRun) -> Result<Value> {
-    let path = run.dir.join(crate::run_folder::METRICS);
-    if let Ok(text) = std::fs::read_to_string(&path) {
-        if let Ok(v) = serde_json::from_str::<Value>(&text) {
-            return Ok(v);
-        }
+fn metrics_telemetry(run: &LoadedRun) -> MetricsTelemetry {
+    if let Some(t) = read_metrics_telemetry(&run.dir) {
+        return t;
     }
     let by_task = run.by_task();
-    let mut tasks = serde_json::Map::new();
-    for t in &run.manifest.tasks {
-        let preds = by_task.get(t.name.as_str()).cloned().unwrap_or_default();
-        let telemetry = crate::telemetry::from_predictions(preds.iter().copied());
-        tasks.insert(
-            t.name.clone(),
-            serde_json::json!({ "telemetry": telemetry }),
-        );
-    }
+    let tasks = run
+        .manifest
+        .tasks
+        .iter()
+        .filter_map(|t| {
+            let preds = by_task.get(t.name.as_str())?;
+            let telemetry = crate::telemetry::from_predictions(preds.iter().copied())?;
+            Some((t.name.clone(), telemetry))
+        })
+        .collect();
     let overall = crate::telemetry::from_predictions(
         run.predictions
             .iter()
             .filter(|p| run.manifest.tasks.iter().any(|t| t.name == p.task)),
     );
-    Ok(serde_json::json!({
-        "model": run.manifest.model.name,
-        "tasks": tasks,
-        "telemetry": {"overall": overall, "memory": run.manifest.resources},
-    }))
+    MetricsTelemetry {
+        run: Some(crate::run_folder::RunTelemetry {
+            overall,
+            memory: run.manifest.resources.clone(),
+            ..Default::default()
+        }),
+        tasks,
+    }
 }
 
 /// The shared, comparable part of one task.
@@ -487,7 +490,7 @@ fn match_task<'a>(
     cand: &[&'a Prediction],
     dirs: (&Path, &Path),
 ) -> Result<Shared<'a>> {
-    if record.version != cand_record.version || record.fingerprint != cand_record.fingerprint {
+    if !same_task(record, cand_record) {
         return Err(input_error(format!(
             "task {}: the runs used different task definitions (baseline {} has version {}, fingerprint {}…; \
              candidate {} has version {}, fingerprint {}…), so their scores cannot be compared. \
@@ -495,10 +498,10 @@ fn match_task<'a>(
             record.name,
             dirs.0.display(),
             record.version,
-            &record.fingerprint[..12.min(record.fingerprint.len())],
+            record.short_fingerprint(),
             dirs.1.display(),
             cand_record.version,
-            &cand_record.fingerprint[..12.min(cand_record.fingerprint.len())]
+            cand_record.short_fingerprint()
         )));
     }
     // The variant is part of the key: a phrasing is only ever paired with the same phrasing
@@ -830,8 +833,8 @@ fn power_sentence(tasks: &[TaskGate], config: &GateConfig) -> String {
 pub fn gate(
     base: &LoadedRun,
     cand: &LoadedRun,
-    base_metrics: &Value,
-    cand_metrics: &Value,
+    base_metrics: &MetricsTelemetry,
+    cand_metrics: &MetricsTelemetry,
     config: &GateConfig,
 ) -> Result<GateReport> {
     let base_tasks: BTreeMap<&str, &TaskRecord> = base
@@ -990,7 +993,7 @@ pub fn gate(
             .collect();
         let min_group = config
             .min_group
-            .or_else(|| audit::task_min_group(s.record, &base.dir))
+            .or_else(|| crate::task::recorded_min_group(s.record, &base.dir))
             .unwrap_or(fairness::DEFAULT_MIN_GROUP_SIZE);
         for f in fields {
             if present.contains(f.as_str()) {
@@ -1040,25 +1043,14 @@ pub fn gate(
     // from `telemetry.memory`.
     let mut run_checks = Vec::new();
     let per_task = names.iter().any(|n| {
-        task_telemetry(base_metrics, n)
-            .and_then(p95_latency)
-            .is_some()
-            || task_telemetry(cand_metrics, n)
-                .and_then(p95_latency)
-                .is_some()
+        p95_latency(base_metrics.task(n)).is_some() || p95_latency(cand_metrics.task(n)).is_some()
     });
-    let run_part = |m: &'_ Value, part: &str| -> Option<Value> {
-        let t = m.get("telemetry")?;
-        Some(t.get(part).filter(|v| v.is_object()).unwrap_or(t).clone())
-    };
     if per_task {
         for t in tasks.iter_mut() {
-            let b = task_telemetry(base_metrics, &t.task);
-            let c = task_telemetry(cand_metrics, &t.task);
             t.checks.push(telemetry_check(
                 "latency_p95",
-                b.and_then(p95_latency),
-                c.and_then(p95_latency),
+                p95_latency(base_metrics.task(&t.task)),
+                p95_latency(cand_metrics.task(&t.task)),
                 config.latency_tolerance,
                 "ms",
             ));
@@ -1066,24 +1058,16 @@ pub fn gate(
     } else {
         run_checks.push(telemetry_check(
             "latency_p95",
-            run_part(base_metrics, "overall")
-                .as_ref()
-                .and_then(p95_latency),
-            run_part(cand_metrics, "overall")
-                .as_ref()
-                .and_then(p95_latency),
+            p95_latency(base_metrics.overall()),
+            p95_latency(cand_metrics.overall()),
             config.latency_tolerance,
             "ms",
         ));
     }
     run_checks.push(telemetry_check(
         "peak_vram",
-        run_part(base_metrics, "memory")
-            .as_ref()
-            .and_then(peak_vram),
-        run_part(cand_metrics, "memory")
-            .as_ref()
-            .and_then(peak_vram),
+        peak_vram(base_metrics.memory()),
+        peak_vram(cand_metrics.memory()),
         config.vram_tolerance,
         "bytes",
     ));
@@ -1430,62 +1414,16 @@ fn fairness_check(
     })
 }
 
-/// A task's telemetry object in metrics.json (`tasks.<name>.telemetry`).
-fn task_telemetry<'a>(metrics: &'a Value, task: &str) -> Option<&'a Value> {
-    metrics
-        .get("tasks")?
-        .get(task)?
-        .get("telemetry")
-        .filter(|v| v.is_object())
+/// The p95 end-to-end latency of a telemetry summary (`e2e_ms.p95`), with the path read.
+pub fn p95_latency(telemetry: Option<&Telemetry>) -> Option<(String, f64)> {
+    let p95 = telemetry?.e2e_ms.as_ref()?.p95;
+    Some(("e2e_ms.p95".into(), p95))
 }
 
-/// The p95 end-to-end latency in a telemetry object, read defensively: the first of
-/// `e2e_ms.p95`, `latency_ms.p95`, `e2e.p95`, `latency.p95`, `total_ms.p95`, `p95_ms`, `p95`,
-/// then any member object's `p95` in key order. Returns the path read and the value.
-pub fn p95_latency(telemetry: &Value) -> Option<(String, f64)> {
-    let obj = telemetry.as_object()?;
-    for key in ["e2e_ms", "latency_ms", "e2e", "latency", "total_ms"] {
-        if let Some(v) = obj
-            .get(key)
-            .and_then(|o| o.get("p95"))
-            .and_then(Value::as_f64)
-        {
-            return Some((format!("{key}.p95"), v));
-        }
-        if let Some(v) = obj
-            .get(key)
-            .and_then(|o| o.get("e2e_ms").or_else(|| o.get("e2e")))
-            .and_then(|o| o.get("p95"))
-            .and_then(Value::as_f64)
-        {
-            return Some((format!("{key}.e2e.p95"), v));
-        }
-    }
-    for key in ["p95_ms", "p95"] {
-        if let Some(v) = obj.get(key).and_then(Value::as_f64) {
-            return Some((key.to_string(), v));
-        }
-    }
-    let mut keys: Vec<&String> = obj.keys().collect();
-    keys.sort();
-    keys.into_iter().find_map(|k| {
-        let v = obj.get(k)?.get("p95")?.as_f64()?;
-        Some((format!("{k}.p95"), v))
-    })
-}
-
-/// Peak VRAM in bytes: `peak_vram_bytes` in the telemetry object or any member object.
-pub fn peak_vram(telemetry: &Value) -> Option<(String, f64)> {
-    let obj = telemetry.as_object()?;
-    if let Some(v) = obj.get("peak_vram_bytes").and_then(Value::as_f64) {
-        return Some(("peak_vram_bytes".into(), v));
-    }
-    let mut keys: Vec<&String> = obj.keys().collect();
-    keys.sort();
-    keys.into_iter().find_map(|k| {
-        let v = obj.get(k)?.get("peak_vram_bytes")?.as_f64()?;
-        Some((format!("{k}.peak_vram_bytes"), v))
-    })
+/// Peak VRAM in bytes (`memory.peak_vram_bytes`), with the path read.
+pub fn peak_vram(memory: Option<&Resources>) -> Option<(String, f64)> {
+    let bytes = memory?.peak_vram_bytes?;
+    Some(("peak_vram_bytes".into(), bytes as f64))
 }
 
 /// Compare one telemetry figure of the two runs; a missing or zero baseline is "not measured",
@@ -1846,30 +1784,35 @@ mod tests {
     }
 
     #[test]
-    fn telemetry_is_read_defensively() {
-        let v: Value =
-            serde_json::json!({"e2e_ms": {"p50": 10.0, "p95": 20.0}, "peak_vram_bytes": 1e9});
-        assert_eq!(p95_latency(&v), Some(("e2e_ms.p95".into(), 20.0)));
-        assert_eq!(peak_vram(&v), Some(("peak_vram_bytes".into(), 1e9)));
-        let nested: Value =
-            serde_json::json!({"latency": {"ttft_ms": {"p95": 3.0}, "e2e_ms": {"p95": 9.0}}});
-        assert_eq!(p95_latency(&nested), Some(("latency.e2e.p95".into(), 9.0)));
-        assert_eq!(p95_latency(&serde_json::json!({"note": "cpu"})), None);
-        let none = telemetry_check("latency_p95", p95_latency(&v), None, 0.1, "ms");
+    fn telemetry_is_read_through_the_schema() {
+        let telemetry = |v: serde_json::Value| serde_json::from_value::<Telemetry>(v).unwrap();
+        let memory = |v: serde_json::Value| serde_json::from_value::<Resources>(v).unwrap();
+        let v = telemetry(serde_json::json!({"e2e_ms": {"p50": 10.0, "p95": 20.0}}));
+        let m = memory(serde_json::json!({"peak_vram_bytes": 1_000_000_000u64}));
+        assert_eq!(p95_latency(Some(&v)), Some(("e2e_ms.p95".into(), 20.0)));
+        assert_eq!(peak_vram(Some(&m)), Some(("peak_vram_bytes".into(), 1e9)));
+        // Other tools' spellings are serde aliases of `e2e_ms`.
+        let other = telemetry(serde_json::json!({"latency_ms": {"p95": 9.0}}));
+        assert_eq!(p95_latency(Some(&other)), Some(("e2e_ms.p95".into(), 9.0)));
+        assert_eq!(
+            p95_latency(Some(&telemetry(serde_json::json!({"n": 3})))),
+            None
+        );
+        let none = telemetry_check("latency_p95", p95_latency(Some(&v)), None, 0.1, "ms");
         assert_eq!(none.status, Status::NotMeasured);
-        let slower: Value = serde_json::json!({"e2e_ms": {"p95": 30.0}, "peak_vram_bytes": 1e9});
+        let slower = telemetry(serde_json::json!({"e2e_ms": {"p95": 30.0}}));
         let lat = telemetry_check(
             "latency_p95",
-            p95_latency(&v),
-            p95_latency(&slower),
+            p95_latency(Some(&v)),
+            p95_latency(Some(&slower)),
             0.1,
             "ms",
         );
         assert_eq!(lat.status, Status::Regression);
         let mem = telemetry_check(
             "peak_vram",
-            peak_vram(&v),
-            peak_vram(&slower),
+            peak_vram(Some(&m)),
+            peak_vram(Some(&m)),
             0.05,
             "bytes",
         );

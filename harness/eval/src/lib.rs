@@ -12,6 +12,7 @@ pub mod error;
 pub mod extract;
 pub mod fairness;
 pub mod gate;
+pub mod hardware;
 pub mod import;
 pub mod item;
 pub mod labels;

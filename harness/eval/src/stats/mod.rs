@@ -75,6 +75,20 @@ impl Interval {
     }
 }
 
+/// Quantile `q` of ascending-sorted `sorted`, with linear interpolation between order
+/// statistics (numpy's default `method="linear"`, Hyndman–Fan type 7); `NaN` for an empty
+/// slice. The one quantile of faceval: bootstrap intervals, telemetry percentiles and the
+/// report's latency figures all use it.
+pub fn quantile_sorted(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let h = (sorted.len() - 1) as f64 * q.clamp(0.0, 1.0);
+    let lo = h.floor() as usize;
+    let hi = (lo + 1).min(sorted.len() - 1);
+    sorted[lo] + (h - lo as f64) * (sorted[hi] - sorted[lo])
+}
+
 /// Reject confidence levels outside (0, 1): they have no meaning and would make quantiles panic.
 pub(crate) fn check_confidence(confidence: f64) -> Result<()> {
     if !(confidence > 0.0 && confidence < 1.0) {
