@@ -20,20 +20,20 @@
 //! from [`crate::stats`] and [`crate::fairness`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Result;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::input_error;
-use crate::fairness::{self, accuracy_disparities, group_accuracy, group_by, FairnessOptions};
+use crate::fairness::{
+    self, accuracy_disparities, group_accuracy, group_by, paired_gap_change, FairnessOptions,
+};
 use crate::run_folder::{
     read_metrics_telemetry, same_task, LoadedRun, MetricsTelemetry, Outcome, Prediction, Resources,
     TaskRecord, Telemetry,
 };
-use crate::stats::bootstrap::{multinomial_counts, resample_rng};
 use crate::stats::quantile_sorted;
 use crate::stats::{self, BootstrapConfig, Interval, McNemar, PairedCounts};
 
@@ -1117,37 +1117,6 @@ pub fn gate(
     Ok(report)
 }
 
-/// One-sided p-value of H0: δ ≥ −margin against H1: δ < −margin, where δ = first − second,
-/// by inverting Newcombe's interval: the smallest α whose one-sided (1 − α) upper bound —
-/// the upper limit of the two-sided (1 − 2α) interval — lies below −margin. When the point
-/// estimate itself is ≥ −margin no α < ½ rejects, and p is reported as 1 (conservative).
-pub fn newcombe_one_sided_p(counts: &PairedCounts, margin: f64) -> Result<f64> {
-    let n = counts.n();
-    if n == 0 {
-        return Err(input_error("no paired questions"));
-    }
-    let estimate = (counts.only_first as f64 - counts.only_second as f64) / n as f64;
-    if estimate >= -margin {
-        return Ok(1.0);
-    }
-    let upper =
-        |alpha: f64| -> Result<f64> { Ok(stats::newcombe_paired(counts, 1.0 - 2.0 * alpha)?.high) };
-    // Bisection (the bound shrinks towards the estimate as α grows to ½).
-    let (mut lo, mut hi) = (1e-15, 0.5 - 1e-12);
-    if upper(lo)? < -margin {
-        return Ok(lo);
-    }
-    for _ in 0..80 {
-        let mid = 0.5 * (lo + hi);
-        if upper(mid)? < -margin {
-            hi = mid;
-        } else {
-            lo = mid;
-        }
-    }
-    Ok(hi)
-}
-
 fn accuracy_check(
     cand: &[bool],
     base: &[bool],
@@ -1159,7 +1128,7 @@ fn accuracy_check(
     let n = counts.n();
     let delta = stats::newcombe_paired(&counts, 0.95)?;
     let upper_bound = stats::newcombe_paired(&counts, 1.0 - 2.0 * config.alpha)?.high;
-    let p_value = newcombe_one_sided_p(&counts, margin)?;
+    let p_value = stats::newcombe_one_sided_p(&counts, margin)?;
     // One-sided level alpha/k (Holm's first step) = two-sided 2·alpha/k for the MDE formula.
     let mde_at = |psi: f64| {
         stats::minimum_detectable_effect(
@@ -1253,22 +1222,6 @@ fn fmt_p(p: f64) -> String {
     }
 }
 
-/// A group's `(correct, n)`.
-type Cell = (u64, u64);
-
-/// Max−min accuracy over the eligible groups from per-group `[correct, n]`.
-fn gap(cells: &[Cell], eligible: &[bool]) -> f64 {
-    let accs: Vec<f64> = cells
-        .iter()
-        .zip(eligible)
-        .filter(|(_, e)| **e)
-        .map(|((k, n), _)| *k as f64 / *n as f64)
-        .collect();
-    let hi = accs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let lo = accs.iter().copied().fold(f64::INFINITY, f64::min);
-    hi - lo
-}
-
 /// The change in one field's max−min accuracy gap, candidate − baseline. The bootstrap is
 /// paired and within groups: each group's questions are resampled together for both runs,
 /// which is a multinomial draw of the group's (both right, only candidate, only baseline,
@@ -1306,28 +1259,14 @@ fn fairness_check(
     };
     let baseline_gap = gap_of(&base_correct, 1)?;
     let candidate_gap = gap_of(&cand_correct, 2)?;
-    // Paired cells per group: [both, only candidate, only baseline, neither].
-    let mut cells = vec![[0u64; 4]; grouping.keys.len()];
-    for ((b, c), g) in base_correct
-        .iter()
-        .zip(&cand_correct)
-        .zip(&grouping.assignment)
-    {
-        if let Some(g) = g {
-            let k = match (b, c) {
-                (true, true) => 0,
-                (false, true) => 1,
-                (true, false) => 2,
-                (false, false) => 3,
-            };
-            cells[*g as usize][k] += 1;
-        }
-    }
-    let eligible: Vec<bool> = cells
-        .iter()
-        .map(|c| c.iter().sum::<u64>() as usize >= min_group)
-        .collect();
-    let n_eligible = eligible.iter().filter(|e| **e).count();
+    let change = paired_gap_change(
+        &base_correct,
+        &cand_correct,
+        &grouping,
+        min_group,
+        &bootstrap,
+    );
+    let n_eligible = change.eligible_groups;
     let mut check = FairnessCheck {
         field: field.to_string(),
         min_group,
@@ -1353,32 +1292,7 @@ fn fairness_check(
             fairness: Some(check),
         });
     }
-    let split = |c: &[[u64; 4]]| -> (Vec<Cell>, Vec<Cell>) {
-        c.iter()
-            .map(|x| {
-                let n = x.iter().sum::<u64>();
-                ((x[0] + x[2], n), (x[0] + x[1], n))
-            })
-            .unzip()
-    };
-    let diff = |c: &[[u64; 4]]| {
-        let (b, cand) = split(c);
-        gap(&cand, &eligible) - gap(&b, &eligible)
-    };
-    let point = diff(&cells);
-    let weights: Vec<[f64; 4]> = cells.iter().map(|c| c.map(|x| x as f64)).collect();
-    let mut reps: Vec<f64> = (0..bootstrap.resamples)
-        .into_par_iter()
-        .map(|b| {
-            let mut rng = resample_rng(bootstrap.seed, b);
-            let mut drawn = vec![[0u64; 4]; cells.len()];
-            for (g, c) in cells.iter().enumerate() {
-                multinomial_counts(&mut rng, c.iter().sum(), &weights[g], &mut drawn[g]);
-            }
-            diff(&drawn)
-        })
-        .collect();
-    reps.sort_by(f64::total_cmp);
+    let (point, reps) = (change.delta, change.replicates);
     check.delta = Some(point);
     check.delta_low = Some(quantile_sorted(&reps, 0.025));
     check.delta_high = Some(quantile_sorted(&reps, 0.975));
@@ -1499,256 +1413,9 @@ fn telemetry_check(
     }
 }
 
-// ---------------------------------------------------------------------------------------
-// Renderings
-
-/// The readable table for the terminal.
-pub fn to_text(report: &GateReport) -> String {
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "faceval gate: baseline {} ({}) vs candidate {} ({})",
-        report.baseline.run, report.baseline.model, report.candidate.run, report.candidate.model
-    );
-    let _ = writeln!(
-        s,
-        "max_drop {} points, alpha {} (one-sided, Holm across {} tasks), power {}\n",
-        report.config.max_drop,
-        report.config.alpha,
-        report.tasks.len(),
-        report.config.power
-    );
-    let _ = writeln!(s, "{:<24} {:<18} {:<14} detail", "task", "check", "status");
-    for t in &report.tasks {
-        let _ = writeln!(
-            s,
-            "{:<24} {:<18} {:<14} {} shared questions, n = {} paired ({} missing from the candidate, {} candidate-only, {} candidate errors counted wrong, {} baseline errors left out)",
-            t.task, "items", "", t.shared, t.n, t.missing, t.candidate_only, t.new_errors, t.excluded_errors
-        );
-        for c in &t.checks {
-            let _ = writeln!(
-                s,
-                "{:<24} {:<18} {:<14} {}",
-                t.task,
-                c.name,
-                status_label(report, c),
-                c.message
-            );
-        }
-    }
-    for c in &report.run_checks {
-        let _ = writeln!(
-            s,
-            "{:<24} {:<18} {:<14} {}",
-            "(run)",
-            c.name,
-            status_label(report, c),
-            c.message
-        );
-    }
-    let _ = writeln!(s, "\n{}", report.power);
-    for n in &report.notices {
-        let _ = writeln!(s, "\nWARNING: {n}");
-    }
-    let _ = writeln!(
-        s,
-        "\n{}: {} failing checks, {} warnings",
-        if report.passed { "PASS" } else { "FAIL" },
-        report.failures,
-        report.warnings
-    );
-    s
-}
-
-fn status_label(report: &GateReport, c: &Check) -> String {
-    match c.status {
-        Status::Underpowered | Status::Incomplete if report.fails(c) => {
-            c.status.as_str().to_uppercase()
-        }
-        Status::Underpowered | Status::Incomplete => format!("{}⚠", c.status.as_str()),
-        Status::Regression => "REGRESSION".into(),
-        other => other.as_str().into(),
-    }
-}
-
-/// A Markdown summary for a CI step summary.
-pub fn to_markdown(report: &GateReport) -> String {
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "## faceval gate: {}\n",
-        if report.passed {
-            "✅ pass"
-        } else {
-            "❌ fail"
-        }
-    );
-    let _ = writeln!(
-        s,
-        "Baseline `{}` ({}) vs candidate `{}` ({}). Regression when the candidate is worse than \
-         **{} points** at one-sided α = {} (Holm across {} tasks). {} failing checks, {} warnings.\n",
-        report.baseline.run,
-        report.baseline.model,
-        report.candidate.run,
-        report.candidate.model,
-        report.config.max_drop,
-        report.config.alpha,
-        report.tasks.len(),
-        report.failures,
-        report.warnings
-    );
-    for n in &report.notices {
-        let _ = writeln!(s, "> ⚠️ **Warning.** {n}\n");
-    }
-    let _ = writeln!(s, "{}\n", report.power);
-    let _ = writeln!(s, "| task | check | status | detail |\n|---|---|---|---|");
-    let esc = |x: &str| x.replace('|', "\\|");
-    for (task, c) in report.all_checks() {
-        let _ = writeln!(
-            s,
-            "| {} | {} | {} | {} |",
-            task.unwrap_or("(run)"),
-            c.name,
-            status_label(report, c),
-            esc(&c.message)
-        );
-    }
-    s
-}
-
-fn xml_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for ch in s.chars() {
-        match ch {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            // XML 1.0 forbids most control characters even when escaped.
-            c if (c as u32) < 0x20 && c != '\n' && c != '\t' && c != '\r' => {}
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// JUnit XML: one testcase per task and check. Regressions (and underpowered checks when
-/// they fail the gate) are `<failure>`s; unmeasured or inapplicable checks are `<skipped>`.
-pub fn to_junit(report: &GateReport) -> String {
-    let checks: Vec<(Option<&str>, &Check)> = report.all_checks().collect();
-    let failures = checks.iter().filter(|(_, c)| report.fails(c)).count();
-    let skipped = checks
-        .iter()
-        .filter(|(_, c)| matches!(c.status, Status::NotMeasured | Status::NotApplicable))
-        .count();
-    let suite = format!(
-        "faceval gate: {} vs {}",
-        report.baseline.model, report.candidate.model
-    );
-    let mut s = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    // The power sentence and the notices go to the suite's system-out, which CI systems
-    // show beside the test list.
-    let mut suite_out = report.power.clone();
-    for n in &report.notices {
-        suite_out.push_str("\nWARNING: ");
-        suite_out.push_str(n);
-    }
-    let _ = writeln!(
-        s,
-        "<testsuites name=\"faceval gate\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" skipped=\"{skipped}\">",
-        checks.len()
-    );
-    let _ = writeln!(
-        s,
-        "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" skipped=\"{skipped}\">",
-        xml_escape(&suite),
-        checks.len()
-    );
-    for (task, c) in &checks {
-        let _ = write!(
-            s,
-            "    <testcase classname=\"faceval.gate.{}\" name=\"{}\" time=\"0\"",
-            xml_escape(task.unwrap_or("run")),
-            xml_escape(&c.name)
-        );
-        let msg = xml_escape(&c.message);
-        if report.fails(c) {
-            let _ = writeln!(
-                s,
-                ">\n      <failure message=\"{msg}\" type=\"{}\">{msg}</failure>\n    </testcase>",
-                c.status.as_str()
-            );
-        } else if matches!(c.status, Status::NotMeasured | Status::NotApplicable) {
-            let _ = writeln!(s, ">\n      <skipped message=\"{msg}\"/>\n    </testcase>");
-        } else {
-            let _ = writeln!(
-                s,
-                ">\n      <system-out>{}: {msg}</system-out>\n    </testcase>",
-                c.status.as_str()
-            );
-        }
-    }
-    let _ = writeln!(s, "    <system-out>{}</system-out>", xml_escape(&suite_out));
-    s.push_str("  </testsuite>\n</testsuites>\n");
-    s
-}
-
-/// Write a text file, naming it in the error.
-pub fn write_file(path: &PathBuf, text: &str) -> Result<()> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| input_error(format!("{}: cannot create: {e}", parent.display())))?;
-    }
-    std::fs::write(path, text)
-        .map_err(|e| input_error(format!("{}: cannot write: {e}", path.display())))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn counts(both: u64, only_first: u64, only_second: u64, neither: u64) -> PairedCounts {
-        PairedCounts {
-            both,
-            only_first,
-            only_second,
-            neither,
-        }
-    }
-
-    #[test]
-    fn one_sided_p_inverts_the_newcombe_bound() {
-        // A clear 10-point drop on 1,000 questions, margin 1 point.
-        let c = counts(600, 20, 120, 260);
-        let p = newcombe_one_sided_p(&c, 0.01).unwrap();
-        assert!(p < 1e-6, "{p}");
-        // At α = p the one-sided upper bound sits on −margin.
-        let c2 = counts(150, 10, 22, 18);
-        let p2 = newcombe_one_sided_p(&c2, 0.01).unwrap();
-        assert!(p2 > 0.0 && p2 < 0.5, "{p2}");
-        let at = stats::newcombe_paired(&c2, 1.0 - 2.0 * p2).unwrap().high;
-        assert!((at + 0.01).abs() < 1e-9, "bound at p: {at}");
-        // Estimate above −margin: never a regression.
-        assert_eq!(
-            newcombe_one_sided_p(&counts(50, 5, 5, 40), 0.01).unwrap(),
-            1.0
-        );
-        assert_eq!(
-            newcombe_one_sided_p(&counts(50, 0, 0, 50), 0.0).unwrap(),
-            1.0
-        );
-    }
-
-    #[test]
-    fn one_sided_p_is_monotone_in_the_margin() {
-        let c = counts(500, 30, 60, 410);
-        let ps: Vec<f64> = [0.0, 0.01, 0.02, 0.025]
-            .iter()
-            .map(|m| newcombe_one_sided_p(&c, *m).unwrap())
-            .collect();
-        assert!(ps.windows(2).all(|w| w[0] <= w[1]), "{ps:?}");
-    }
 
     #[test]
     fn unknown_config_key_names_it_and_lists_the_valid_ones() {
@@ -1817,62 +1484,5 @@ mod tests {
             "bytes",
         );
         assert_eq!(mem.status, Status::Pass);
-    }
-
-    #[test]
-    fn junit_escapes_and_counts() {
-        let report = GateReport {
-            baseline: RunRef {
-                run: "a".into(),
-                model: "m<1>".into(),
-            },
-            candidate: RunRef {
-                run: "b".into(),
-                model: "m&2".into(),
-            },
-            config: GateConfig::default(),
-            tasks: vec![TaskGate {
-                task: "t".into(),
-                version: "1".into(),
-                shared: 1,
-                baseline_only: 0,
-                candidate_only: 0,
-                missing: 0,
-                excluded_errors: 0,
-                new_errors: 0,
-                new_errors_baseline_right: 0,
-                errors_in_both: 0,
-                baseline_errors: 0,
-                n: 1,
-                detectable_drop: None,
-                checks: vec![Check {
-                    name: "accuracy".into(),
-                    status: Status::Regression,
-                    message: "Δ < 0 \"bad\"".into(),
-                    accuracy: None,
-                    telemetry: None,
-                    fairness: None,
-                }],
-            }],
-            run_checks: vec![],
-            failures: 1,
-            warnings: 0,
-            passed: false,
-            power: "power <sentence>".into(),
-            notices: vec!["same & stale".into()],
-            same_outputs: SameOutputs {
-                compared: 1,
-                identical: 1,
-                different_models: true,
-                suspect: true,
-            },
-        };
-        let x = to_junit(&report);
-        assert!(x.contains("failures=\"1\""));
-        assert!(x.contains("m&lt;1&gt; vs m&amp;2"));
-        assert!(x.contains("&quot;bad&quot;") && !x.contains("\"bad\""));
-        assert!(x.contains(
-            "<system-out>power &lt;sentence&gt;\nWARNING: same &amp; stale</system-out>"
-        ));
     }
 }

@@ -5,7 +5,9 @@
 //! the figures ([`plots`], SVG and PNG) and writes `index.html`, `leaderboard.md`,
 //! `leaderboard.json` and `plots/*.png`. The format is described in `docs/reports.md`.
 
+pub mod audit;
 pub mod format;
+pub mod gate;
 pub mod html;
 pub mod leaderboard;
 pub mod load;

@@ -25,8 +25,8 @@ pub use hypothesis::{chi_square_independence, ChiSquare};
 pub use intervals::{clopper_pearson, macro_averages, wilson, MacroAverages};
 pub use multiple::{benjamini_hochberg, holm};
 pub use paired::{
-    compare_paired, mcnemar_exact, minimum_detectable_effect, newcombe_paired, paired_bootstrap,
-    McNemar, PairedComparison, PairedCounts,
+    compare_paired, mcnemar_exact, minimum_detectable_effect, newcombe_one_sided_p,
+    newcombe_paired, paired_bootstrap, McNemar, PairedComparison, PairedCounts,
 };
 
 /// Confidence level used when the caller does not choose one.
