@@ -27,7 +27,7 @@ use crate::fairness::{
     FairnessOptions, GroupClassMetrics, GroupMae, Grouping, Measure,
 };
 pub use crate::run_folder::LoadedRun;
-use crate::run_folder::{fold_rotations, same_task, Prediction, TaskRecord};
+use crate::run_folder::{fold_rotations, same_task, Prediction, Question, TaskRecord};
 use crate::stats::{
     self, clustered_mean_se, hypothesis::correctness_by_group, BootstrapConfig, ChiSquare,
     ClusterCorrection, ClusteredMean, Interval,
@@ -465,9 +465,10 @@ fn subset_grouping(grouping: &Grouping, keep: &[bool]) -> Grouping {
     }
 }
 
-/// Audit one task of one run. The outer error is a real failure; the inner `Err` is a reason
-/// to skip the task (no usable group fields), which becomes an input error only when no task
-/// at all can be audited.
+/// Audit one task of one run: its scored questions, the group fields asked for, the minimum
+/// group size, the groupings, the task's answer columns, then one report per grouping. The
+/// outer error is a real failure; the inner `Err` is a reason to skip the task (no usable
+/// group fields), which becomes an input error only when no task at all can be audited.
 fn audit_task(
     run_dir: &Path,
     record: &TaskRecord,
@@ -480,42 +481,15 @@ fn audit_task(
         .iter()
         .flat_map(|p| p.groups.keys().cloned())
         .collect();
-    let avail_list = || {
-        if available.is_empty() {
-            "none (its predictions carry no `groups`)".to_string()
-        } else {
-            available.iter().cloned().collect::<Vec<_>>().join(", ")
-        }
-    };
     if items.is_empty() {
         return Ok(Err(format!(
             "no scored questions ({} predictions, {n_errors} errors)",
             preds.len()
         )));
     }
-    let requested: Vec<String> = match &options.by {
-        Some(by) => by.clone(),
-        None if !record.groups.is_empty() => record.groups.clone(),
-        None => available.iter().cloned().collect(),
-    };
-    if requested.is_empty() {
-        return Ok(Err(format!(
-            "no group fields: the task record lists none and the predictions carry none; available fields: {}",
-            avail_list()
-        )));
-    }
-    let (fields, field_aliases) = match resolve_fields(&requested, &available) {
+    let (fields, field_aliases) = match audited_fields(record, options, &available) {
         Ok(x) => x,
-        Err(unknown) => {
-            let msg = format!(
-                "unknown group field{} {}; available fields: {}",
-                if unknown.len() > 1 { "s" } else { "" },
-                unknown.join(", "),
-                avail_list()
-            );
-            // An explicit --by naming a field no task has is a usage error right away.
-            return Ok(Err(msg));
-        }
+        Err(reason) => return Ok(Err(reason)),
     };
     let (min_group, min_group_source) = match options.min_group {
         Some(m) => (m, "option"),
@@ -524,10 +498,85 @@ fn audit_task(
             None => (fairness::DEFAULT_MIN_GROUP_SIZE, "default"),
         },
     };
+    let groupings = groupings_of(&items, &fields, options.intersections)?;
+    let columns = TaskColumns::new(record, &items, options, bootstrap)?;
     let fopts = FairnessOptions {
         min_group_size: min_group,
         bootstrap,
     };
+    let reports: Vec<GroupingReport> = groupings
+        .par_iter()
+        .enumerate()
+        .map(|(gi, grouping)| grouping_report(&columns, grouping, gi, fopts, options, min_group))
+        .collect::<Result<_>>()?;
+    Ok(Ok(TaskAudit {
+        task: record.name.clone(),
+        version: record.version.clone(),
+        fingerprint: record.fingerprint.clone(),
+        style: record.style.clone(),
+        n: items.len(),
+        n_errors,
+        n_unparseable: items.iter().filter(|s| s.unparseable).count(),
+        min_group,
+        min_group_source: min_group_source.into(),
+        fields,
+        field_aliases,
+        available_fields: available.into_iter().collect(),
+        overall: columns.overall,
+        overall_clustered: columns.overall_clustered,
+        mae: columns.mae,
+        positive_label: columns.positive_label,
+        groupings: reports,
+        notes: columns.notes,
+    }))
+}
+
+/// The group fields to audit — `--by`, else the task record's, else every field the
+/// predictions carry — resolved against the recorded ones; `Err` is why the task is skipped.
+fn audited_fields(
+    record: &TaskRecord,
+    options: &AuditOptions,
+    available: &BTreeSet<String>,
+) -> std::result::Result<ResolvedFields, String> {
+    let avail_list = || {
+        if available.is_empty() {
+            "none (its predictions carry no `groups`)".to_string()
+        } else {
+            available.iter().cloned().collect::<Vec<_>>().join(", ")
+        }
+    };
+    let requested: Vec<String> = match &options.by {
+        Some(by) => by.clone(),
+        None if !record.groups.is_empty() => record.groups.clone(),
+        None => available.iter().cloned().collect(),
+    };
+    if requested.is_empty() {
+        return Err(format!(
+            "no group fields: the task record lists none and the predictions carry none; available fields: {}",
+            avail_list()
+        ));
+    }
+    match resolve_fields(&requested, available) {
+        Ok(x) => Ok(x),
+        Err(unknown) => {
+            let msg = format!(
+                "unknown group field{} {}; available fields: {}",
+                if unknown.len() > 1 { "s" } else { "" },
+                unknown.join(", "),
+                avail_list()
+            );
+            // An explicit --by naming a field no task has is a usage error right away.
+            Err(msg)
+        }
+    }
+}
+
+/// One grouping per field, or per field and every intersection of them.
+fn groupings_of(
+    items: &[Question<Prediction>],
+    fields: &[String],
+    intersections: bool,
+) -> Result<Vec<Grouping>> {
     let columns: Vec<Vec<&str>> = fields
         .iter()
         .map(|f| {
@@ -542,263 +591,305 @@ fn audit_task(
         .zip(&columns)
         .map(|(f, c)| (f.as_str(), c.as_slice()))
         .collect();
-    let groupings: Vec<Grouping> = if options.intersections {
+    Ok(if intersections {
         groupings_with_intersections(&named)?
     } else {
         named
             .iter()
             .map(|f| group_by(std::slice::from_ref(f)))
             .collect::<Result<_>>()?
-    };
+    })
+}
 
-    let numeric = record.style == "numeric";
-    let has_correctness = !numeric || items.iter().any(|s| s.first.correct.is_some());
-    let correct: Vec<bool> = items.iter().map(|s| s.correct).collect();
-    let n = items.len();
-    let k = correct.iter().filter(|c| **c).count() as u64;
-    let mut notes = Vec::new();
-    let overall = if has_correctness {
-        Some(options.interval.compute(k, n as u64, options.confidence)?)
-    } else {
-        notes.push("numeric task without bins: no accuracy, MAE only".to_string());
-        None
-    };
+/// A task's scored questions as the columns every grouping reads — correctness, clusters,
+/// labels, binary and numeric answers — with the task-wide figures and notes.
+struct TaskColumns<'a> {
+    numeric: bool,
+    has_correctness: bool,
+    has_clusters: bool,
+    correct: Vec<bool>,
+    values: Vec<f64>,
+    cluster_of: Vec<&'a str>,
+    per_class_ok: bool,
+    truth_labels: Vec<&'a str>,
+    pred_labels: Vec<&'a str>,
+    positive_label: Option<String>,
+    binary_keep: Vec<bool>,
+    bin_truth: Vec<bool>,
+    bin_pred: Vec<bool>,
+    numeric_keep: Vec<bool>,
+    num_truth: Vec<f64>,
+    num_pred: Vec<f64>,
+    overall: Option<Interval>,
+    overall_clustered: Option<ClusteredMean>,
+    mae: Option<Interval>,
+    notes: Vec<String>,
+}
 
-    // Clusters: an item without one is its own cluster.
-    let has_clusters = items.iter().any(|s| s.first.cluster.is_some());
-    let cluster_of: Vec<&str> = if has_clusters {
-        items
-            .iter()
-            .map(|s| s.first.cluster.as_deref().unwrap_or(s.first.id.as_str()))
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let values: Vec<f64> = correct.iter().map(|&c| f64::from(u8::from(c))).collect();
-    let overall_clustered = if has_clusters && has_correctness {
-        Some(clustered_mean_se(
-            &values,
-            &cluster_of,
-            ClusterCorrection::default(),
-        )?)
-    } else {
-        None
-    };
-
-    // Numeric answers for MAE.
-    let numeric_pairs: Vec<Option<(f64, f64)>> = if numeric {
-        items
-            .iter()
-            .map(|s| Some((s.first.target_value?, s.first.parsed_value?)))
-            .map(|p| p.filter(|(t, v)| t.is_finite() && v.is_finite()))
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let mae = if numeric {
-        let errs: Vec<f64> = numeric_pairs
-            .iter()
-            .flatten()
-            .map(|(t, p)| (t - p).abs())
-            .collect();
-        if errs.is_empty() {
-            None
+impl<'a> TaskColumns<'a> {
+    fn new(
+        record: &TaskRecord,
+        items: &[Question<'a, Prediction>],
+        options: &AuditOptions,
+        bootstrap: BootstrapConfig,
+    ) -> Result<TaskColumns<'a>> {
+        let numeric = record.style == "numeric";
+        let has_correctness = !numeric || items.iter().any(|s| s.first.correct.is_some());
+        let correct: Vec<bool> = items.iter().map(|s| s.correct).collect();
+        let k = correct.iter().filter(|c| **c).count() as u64;
+        let mut notes = Vec::new();
+        let overall = if has_correctness {
+            Some(
+                options
+                    .interval
+                    .compute(k, items.len() as u64, options.confidence)?,
+            )
         } else {
-            Some(stats::bootstrap_mean(&errs, &bootstrap.salted(0x3ae))?)
-        }
-    } else {
-        None
-    };
+            notes.push("numeric task without bins: no accuracy, MAE only".to_string());
+            None
+        };
 
-    // Per-class metrics need every scored item's target label.
-    let label_task = !numeric && !record.labels.is_empty() && !record.circular;
-    let per_class_ok = label_task && items.iter().all(|s| s.first.target_label.is_some());
-    if label_task && !per_class_ok {
-        notes.push("per-class metrics left out: some predictions lack target_label".into());
-    }
-    if record.circular {
-        notes.push(
-            "circular task: per-class and binary measures are left out (a question is scored over all its rotations)"
-                .into(),
-        );
-    }
-    let truth_labels: Vec<&str> = if per_class_ok {
-        items
-            .iter()
-            .map(|s| s.first.target_label.as_deref().unwrap_or(""))
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let pred_labels: Vec<&str> = if per_class_ok {
-        items
-            .iter()
-            .map(|s| {
-                if s.unparseable {
-                    UNPARSEABLE_LABEL
-                } else {
-                    s.first.parsed_label.as_deref().unwrap_or(UNPARSEABLE_LABEL)
-                }
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
-
-    // fairlearn's binary measures for two-label tasks; unparseable answers are neither
-    // positive nor negative predictions, so they are left out of these measures only.
-    let positive_label = if per_class_ok && record.labels.len() == 2 {
-        let pos = options
-            .positive
-            .clone()
-            .unwrap_or_else(|| record.labels[1].clone());
-        if !record.labels.contains(&pos) {
-            return Err(input_error(format!(
-                "--positive {pos}: task {} has labels {}",
-                record.name,
-                record.labels.join(", ")
-            )));
-        }
-        Some(pos)
-    } else {
-        None
-    };
-    let binary_keep: Vec<bool> = if positive_label.is_some() {
-        items.iter().map(|s| !s.unparseable).collect()
-    } else {
-        Vec::new()
-    };
-    if positive_label.is_some() {
-        let left_out = binary_keep.iter().filter(|k| !**k).count();
-        if left_out > 0 {
-            notes.push(format!(
-                "binary measures leave out {left_out} unparseable answers (neither a positive nor a negative prediction)"
-            ));
-        }
-    }
-    let (bin_truth, bin_pred): (Vec<bool>, Vec<bool>) = match &positive_label {
-        Some(pos) => truth_labels
-            .iter()
-            .zip(&pred_labels)
-            .zip(&binary_keep)
-            .filter(|(_, k)| **k)
-            .map(|((t, p), _)| (*t == pos, *p == pos))
-            .unzip(),
-        None => (Vec::new(), Vec::new()),
-    };
-    let numeric_keep: Vec<bool> = numeric_pairs.iter().map(Option::is_some).collect();
-    let (num_truth, num_pred): (Vec<f64>, Vec<f64>) =
-        numeric_pairs.iter().flatten().copied().unzip();
-
-    let reports: Vec<GroupingReport> = groupings
-        .par_iter()
-        .enumerate()
-        .map(|(gi, grouping)| {
-            let salted = FairnessOptions {
-                bootstrap: fopts.bootstrap.salted(gi as u64 + 1),
-                ..fopts
-            };
-            let sizes = grouping.sizes();
-            let mut report = GroupingReport {
-                name: grouping.name.clone(),
-                fields: grouping.fields.clone(),
-                groups: Vec::new(),
-                small_groups: Vec::new(),
-                empty_intersections: grouping.empty_intersections.clone(),
-                empty_intersection_count: grouping.empty_count,
-                missing: grouping.missing,
-                measures: Vec::new(),
-                chi_square: None,
-                test: None,
-                p_holm: None,
-                p_bh: None,
-                per_class: Vec::new(),
-                mae: Vec::new(),
-                binary: None,
-            };
-            let clustered = if has_clusters && has_correctness {
-                clustered_by_group(&values, &cluster_of, grouping)?
-            } else {
-                vec![None; grouping.keys.len()]
-            };
-            if has_correctness {
-                let mut groups = group_accuracy(&correct, grouping, &salted)?;
-                report.measures = accuracy_disparities(&groups, &salted)?;
-                let large: Vec<_> = groups.iter().filter(|g| !g.small).collect();
-                report.chi_square = Some(correctness_by_group(
-                    &large.iter().map(|g| g.correct).collect::<Vec<_>>(),
-                    &large.iter().map(|g| g.n).collect::<Vec<_>>(),
-                )?);
-                for (g, c) in groups.iter_mut().zip(clustered) {
-                    if options.interval == ProportionInterval::ClopperPearson {
-                        g.accuracy = stats::clopper_pearson(g.correct, g.n, options.confidence)?;
-                        g.error = stats::clopper_pearson(g.n - g.correct, g.n, options.confidence)?;
-                    }
-                    report.groups.push(GroupReport {
-                        key: g.key.clone(),
-                        n: g.n,
-                        small: g.small,
-                        correct: Some(g.correct),
-                        accuracy: Some(g.accuracy.clone()),
-                        error: Some(g.error.clone()),
-                        clustered: c,
-                    });
-                }
-            } else {
-                for (key, &n) in grouping.keys.iter().zip(&sizes) {
-                    report.groups.push(GroupReport {
-                        key: key.clone(),
-                        n,
-                        small: (n as usize) < min_group,
-                        correct: None,
-                        accuracy: None,
-                        error: None,
-                        clustered: None,
-                    });
-                }
-            }
-            report.small_groups = report
-                .groups
+        // Clusters: an item without one is its own cluster.
+        let has_clusters = items.iter().any(|s| s.first.cluster.is_some());
+        let cluster_of: Vec<&str> = if has_clusters {
+            items
                 .iter()
-                .filter(|g| g.small)
-                .map(|g| g.key.clone())
-                .collect();
-            if per_class_ok {
-                report.per_class =
-                    per_class_by_group(&truth_labels, &pred_labels, grouping, &salted)?;
-            }
-            if positive_label.is_some() && !bin_truth.is_empty() {
-                let sub = subset_grouping(grouping, &binary_keep);
-                report.binary = Some(binary_fairness(&bin_truth, &bin_pred, &sub, &salted)?);
-            }
-            if numeric && !num_truth.is_empty() {
-                let sub = subset_grouping(grouping, &numeric_keep);
-                report.mae = mae_by_group(&num_truth, &num_pred, &sub, &salted)?;
-            }
-            Ok(report)
-        })
-        .collect::<Result<_>>()?;
+                .map(|s| s.first.cluster.as_deref().unwrap_or(s.first.id.as_str()))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let values: Vec<f64> = correct.iter().map(|&c| f64::from(u8::from(c))).collect();
+        let overall_clustered = if has_clusters && has_correctness {
+            Some(clustered_mean_se(
+                &values,
+                &cluster_of,
+                ClusterCorrection::default(),
+            )?)
+        } else {
+            None
+        };
 
-    Ok(Ok(TaskAudit {
-        task: record.name.clone(),
-        version: record.version.clone(),
-        fingerprint: record.fingerprint.clone(),
-        style: record.style.clone(),
-        n,
-        n_errors,
-        n_unparseable: items.iter().filter(|s| s.unparseable).count(),
-        min_group,
-        min_group_source: min_group_source.into(),
-        fields,
-        field_aliases,
-        available_fields: available.into_iter().collect(),
-        overall,
-        overall_clustered,
-        mae,
-        positive_label,
-        groupings: reports,
-        notes,
-    }))
+        // Numeric answers for MAE.
+        let numeric_pairs: Vec<Option<(f64, f64)>> = if numeric {
+            items
+                .iter()
+                .map(|s| Some((s.first.target_value?, s.first.parsed_value?)))
+                .map(|p| p.filter(|(t, v)| t.is_finite() && v.is_finite()))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mae = if numeric {
+            let errs: Vec<f64> = numeric_pairs
+                .iter()
+                .flatten()
+                .map(|(t, p)| (t - p).abs())
+                .collect();
+            if errs.is_empty() {
+                None
+            } else {
+                Some(stats::bootstrap_mean(&errs, &bootstrap.salted(0x3ae))?)
+            }
+        } else {
+            None
+        };
+
+        // Per-class metrics need every scored item's target label.
+        let label_task = !numeric && !record.labels.is_empty() && !record.circular;
+        let per_class_ok = label_task && items.iter().all(|s| s.first.target_label.is_some());
+        if label_task && !per_class_ok {
+            notes.push("per-class metrics left out: some predictions lack target_label".into());
+        }
+        if record.circular {
+            notes.push(
+                "circular task: per-class and binary measures are left out (a question is scored over all its rotations)"
+                    .into(),
+            );
+        }
+        let truth_labels: Vec<&str> = if per_class_ok {
+            items
+                .iter()
+                .map(|s| s.first.target_label.as_deref().unwrap_or(""))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let pred_labels: Vec<&str> = if per_class_ok {
+            items
+                .iter()
+                .map(|s| {
+                    if s.unparseable {
+                        UNPARSEABLE_LABEL
+                    } else {
+                        s.first.parsed_label.as_deref().unwrap_or(UNPARSEABLE_LABEL)
+                    }
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+
+        // fairlearn's binary measures for two-label tasks; unparseable answers are neither
+        // positive nor negative predictions, so they are left out of these measures only.
+        let positive_label = if per_class_ok && record.labels.len() == 2 {
+            let pos = options
+                .positive
+                .clone()
+                .unwrap_or_else(|| record.labels[1].clone());
+            if !record.labels.contains(&pos) {
+                return Err(input_error(format!(
+                    "--positive {pos}: task {} has labels {}",
+                    record.name,
+                    record.labels.join(", ")
+                )));
+            }
+            Some(pos)
+        } else {
+            None
+        };
+        let binary_keep: Vec<bool> = if positive_label.is_some() {
+            items.iter().map(|s| !s.unparseable).collect()
+        } else {
+            Vec::new()
+        };
+        if positive_label.is_some() {
+            let left_out = binary_keep.iter().filter(|k| !**k).count();
+            if left_out > 0 {
+                notes.push(format!(
+                    "binary measures leave out {left_out} unparseable answers (neither a positive nor a negative prediction)"
+                ));
+            }
+        }
+        let (bin_truth, bin_pred): (Vec<bool>, Vec<bool>) = match &positive_label {
+            Some(pos) => truth_labels
+                .iter()
+                .zip(&pred_labels)
+                .zip(&binary_keep)
+                .filter(|(_, k)| **k)
+                .map(|((t, p), _)| (*t == pos, *p == pos))
+                .unzip(),
+            None => (Vec::new(), Vec::new()),
+        };
+        let numeric_keep: Vec<bool> = numeric_pairs.iter().map(Option::is_some).collect();
+        let (num_truth, num_pred): (Vec<f64>, Vec<f64>) =
+            numeric_pairs.iter().flatten().copied().unzip();
+        Ok(TaskColumns {
+            numeric,
+            has_correctness,
+            has_clusters,
+            correct,
+            values,
+            cluster_of,
+            per_class_ok,
+            truth_labels,
+            pred_labels,
+            positive_label,
+            binary_keep,
+            bin_truth,
+            bin_pred,
+            numeric_keep,
+            num_truth,
+            num_pred,
+            overall,
+            overall_clustered,
+            mae,
+            notes,
+        })
+    }
+}
+
+/// The report of one grouping: per-group accuracy (with clustered errors), disparities and the
+/// chi-square test, per-class, binary and MAE measures where the task has them.
+fn grouping_report(
+    c: &TaskColumns,
+    grouping: &Grouping,
+    gi: usize,
+    fopts: FairnessOptions,
+    options: &AuditOptions,
+    min_group: usize,
+) -> Result<GroupingReport> {
+    let salted = FairnessOptions {
+        bootstrap: fopts.bootstrap.salted(gi as u64 + 1),
+        ..fopts
+    };
+    let sizes = grouping.sizes();
+    let mut report = GroupingReport {
+        name: grouping.name.clone(),
+        fields: grouping.fields.clone(),
+        groups: Vec::new(),
+        small_groups: Vec::new(),
+        empty_intersections: grouping.empty_intersections.clone(),
+        empty_intersection_count: grouping.empty_count,
+        missing: grouping.missing,
+        measures: Vec::new(),
+        chi_square: None,
+        test: None,
+        p_holm: None,
+        p_bh: None,
+        per_class: Vec::new(),
+        mae: Vec::new(),
+        binary: None,
+    };
+    let clustered = if c.has_clusters && c.has_correctness {
+        clustered_by_group(&c.values, &c.cluster_of, grouping)?
+    } else {
+        vec![None; grouping.keys.len()]
+    };
+    if c.has_correctness {
+        let mut groups = group_accuracy(&c.correct, grouping, &salted)?;
+        report.measures = accuracy_disparities(&groups, &salted)?;
+        let large: Vec<_> = groups.iter().filter(|g| !g.small).collect();
+        report.chi_square = Some(correctness_by_group(
+            &large.iter().map(|g| g.correct).collect::<Vec<_>>(),
+            &large.iter().map(|g| g.n).collect::<Vec<_>>(),
+        )?);
+        for (g, c) in groups.iter_mut().zip(clustered) {
+            if options.interval == ProportionInterval::ClopperPearson {
+                g.accuracy = stats::clopper_pearson(g.correct, g.n, options.confidence)?;
+                g.error = stats::clopper_pearson(g.n - g.correct, g.n, options.confidence)?;
+            }
+            report.groups.push(GroupReport {
+                key: g.key.clone(),
+                n: g.n,
+                small: g.small,
+                correct: Some(g.correct),
+                accuracy: Some(g.accuracy.clone()),
+                error: Some(g.error.clone()),
+                clustered: c,
+            });
+        }
+    } else {
+        for (key, &n) in grouping.keys.iter().zip(&sizes) {
+            report.groups.push(GroupReport {
+                key: key.clone(),
+                n,
+                small: (n as usize) < min_group,
+                correct: None,
+                accuracy: None,
+                error: None,
+                clustered: None,
+            });
+        }
+    }
+    report.small_groups = report
+        .groups
+        .iter()
+        .filter(|g| g.small)
+        .map(|g| g.key.clone())
+        .collect();
+    if c.per_class_ok {
+        report.per_class = per_class_by_group(&c.truth_labels, &c.pred_labels, grouping, &salted)?;
+    }
+    if c.positive_label.is_some() && !c.bin_truth.is_empty() {
+        let sub = subset_grouping(grouping, &c.binary_keep);
+        report.binary = Some(binary_fairness(&c.bin_truth, &c.bin_pred, &sub, &salted)?);
+    }
+    if c.numeric && !c.num_truth.is_empty() {
+        let sub = subset_grouping(grouping, &c.numeric_keep);
+        report.mae = mae_by_group(&c.num_truth, &c.num_pred, &sub, &salted)?;
+    }
+    Ok(report)
 }
 
 /// Clustered standard error of accuracy within each group.

@@ -837,6 +837,72 @@ pub fn gate(
     cand_metrics: &MetricsTelemetry,
     config: &GateConfig,
 ) -> Result<GateReport> {
+    let (records, missing_tasks) = gated_tasks(base, cand, config)?;
+    let names: Vec<&str> = records.iter().map(|(b, _)| b.name.as_str()).collect();
+    let base_by = base.by_task();
+    let cand_by = cand.by_task();
+    let empty = Vec::new();
+    let shared: Vec<Shared> = records
+        .iter()
+        .map(|(b, c)| {
+            match_task(
+                b,
+                c,
+                base_by.get(b.name.as_str()).unwrap_or(&empty),
+                cand_by.get(b.name.as_str()).unwrap_or(&empty),
+                (&base.dir, &cand.dir),
+            )
+        })
+        .collect::<Result<_>>()?;
+    let (mut tasks, paired_items) = accuracy_checks(&shared, config)?;
+    fairness_checks(&mut tasks, &shared, &paired_items, base, config)?;
+    let mut run_checks =
+        latency_and_memory_checks(&mut tasks, &names, base_metrics, cand_metrics, config);
+    run_checks.insert(0, run_completeness_check(cand, &missing_tasks, config));
+    let same = same_outputs(&shared, base, cand);
+    let mut notices = Vec::new();
+    if same.suspect {
+        notices.push(format!(
+            "The two runs come from different models (their fingerprints differ) but {} of {} raw outputs are byte-identical. \
+             Likely causes: both runs were answered by the same server (the old checkpoint still being served), or by a stale \
+             response cache (set `revision` in the candidate's model manifest, or its `cache_dir = \"off\"`, and rerun it).",
+            same.identical, same.compared
+        ));
+    }
+    let power = power_sentence(&tasks, config);
+    let mut report = GateReport {
+        baseline: RunRef {
+            run: base.dir.display().to_string(),
+            model: base.manifest.model.name.clone(),
+        },
+        candidate: RunRef {
+            run: cand.dir.display().to_string(),
+            model: cand.manifest.model.name.clone(),
+        },
+        config: config.clone(),
+        tasks,
+        run_checks,
+        failures: 0,
+        warnings: 0,
+        passed: true,
+        power,
+        notices,
+        same_outputs: same,
+    };
+    tally(&mut report);
+    Ok(report)
+}
+
+/// The tasks both runs have that the config gates, in baseline order (each as the baseline's
+/// and the candidate's record), and the gated tasks
+/// the candidate lacks. Errors when the config names a task not in both runs, or when the
+/// runs share no task.
+#[allow(clippy::type_complexity)]
+fn gated_tasks<'a>(
+    base: &'a LoadedRun,
+    cand: &'a LoadedRun,
+    config: &GateConfig,
+) -> Result<(Vec<(&'a TaskRecord, &'a TaskRecord)>, Vec<&'a str>)> {
     let base_tasks: BTreeMap<&str, &TaskRecord> = base
         .manifest
         .tasks
@@ -886,28 +952,26 @@ pub fn gate(
             list(&cand_tasks)
         )));
     }
-    let base_by = base.by_task();
-    let cand_by = cand.by_task();
-    let empty = Vec::new();
-    let shared: Vec<Shared> = names
+    let records = names
         .iter()
-        .map(|n| {
-            match_task(
-                base_tasks[n],
-                cand_tasks[n],
-                base_by.get(n).unwrap_or(&empty),
-                cand_by.get(n).unwrap_or(&empty),
-                (&base.dir, &cand.dir),
-            )
-        })
-        .collect::<Result<_>>()?;
+        .map(|n| (base_tasks[n], cand_tasks[n]))
+        .collect();
+    Ok((records, missing_tasks))
+}
 
-    // Accuracy: one-sided tests, Holm across tasks.
+/// Per task: completeness, new errors and accuracy (one-sided tests, Holm across tasks).
+/// Returns the tasks' reports and each task's paired questions, which the fairness checks
+/// reuse.
+#[allow(clippy::type_complexity)]
+fn accuracy_checks<'a>(
+    shared: &[Shared<'a>],
+    config: &GateConfig,
+) -> Result<(Vec<TaskGate>, Vec<Vec<(bool, bool, &'a Prediction)>>)> {
     let k_tasks = shared.len();
     let mut tasks: Vec<TaskGate> = Vec::new();
     let mut acc_checks: Vec<Option<AccuracyCheck>> = Vec::new();
     let mut paired_items: Vec<Vec<(bool, bool, &Prediction)>> = Vec::new();
-    for s in &shared {
+    for s in shared {
         let pairing = pair_units(&units(s));
         let numeric = s.record.style == "numeric";
         let has_correctness = !numeric
@@ -963,7 +1027,7 @@ pub fn gate(
             a.p_holm = p;
         }
     }
-    for ((t, acc), s) in tasks.iter_mut().zip(acc_checks).zip(&shared) {
+    for ((t, acc), s) in tasks.iter_mut().zip(acc_checks).zip(shared) {
         t.checks.push(match acc {
             Some(a) => accuracy_status(a, config, &s.record.name),
             None => check(
@@ -978,7 +1042,18 @@ pub fn gate(
         });
     }
 
-    // Fairness: Bonferroni across all fairness checks of the gate.
+    Ok((tasks, paired_items))
+}
+
+/// Per task and group field: the change of the max−min accuracy gap, Bonferroni across all
+/// fairness checks of the gate.
+fn fairness_checks(
+    tasks: &mut [TaskGate],
+    shared: &[Shared],
+    paired_items: &[Vec<(bool, bool, &Prediction)>],
+    base: &LoadedRun,
+    config: &GateConfig,
+) -> Result<()> {
     let mut plans: Vec<(usize, String, usize)> = Vec::new();
     for (ti, s) in shared.iter().enumerate() {
         let fields = config
@@ -1038,9 +1113,19 @@ pub fn gate(
         tasks[*ti].checks.push(c);
     }
 
-    // Telemetry (docs/telemetry.md): p95 latency per task from `tasks.<name>.telemetry`
-    // when either run has it, else once from the run's `telemetry.overall`; peak VRAM once
-    // from `telemetry.memory`.
+    Ok(())
+}
+
+/// Telemetry (docs/telemetry.md): p95 latency per task from `tasks.<name>.telemetry` when
+/// either run has it, else once from the run's `telemetry.overall`; peak VRAM once from
+/// `telemetry.memory`. Per-task checks go into `tasks`; the run's checks are returned.
+fn latency_and_memory_checks(
+    tasks: &mut [TaskGate],
+    names: &[&str],
+    base_metrics: &MetricsTelemetry,
+    cand_metrics: &MetricsTelemetry,
+    config: &GateConfig,
+) -> Vec<Check> {
     let mut run_checks = Vec::new();
     let per_task = names.iter().any(|n| {
         p95_latency(base_metrics.task(n)).is_some() || p95_latency(cand_metrics.task(n)).is_some()
@@ -1072,37 +1157,11 @@ pub fn gate(
         "bytes",
     ));
 
-    run_checks.insert(0, run_completeness_check(cand, &missing_tasks, config));
-    let same = same_outputs(&shared, base, cand);
-    let mut notices = Vec::new();
-    if same.suspect {
-        notices.push(format!(
-            "The two runs come from different models (their fingerprints differ) but {} of {} raw outputs are byte-identical. \
-             Likely causes: both runs were answered by the same server (the old checkpoint still being served), or by a stale \
-             response cache (set `revision` in the candidate's model manifest, or its `cache_dir = \"off\"`, and rerun it).",
-            same.identical, same.compared
-        ));
-    }
-    let power = power_sentence(&tasks, config);
-    let mut report = GateReport {
-        baseline: RunRef {
-            run: base.dir.display().to_string(),
-            model: base.manifest.model.name.clone(),
-        },
-        candidate: RunRef {
-            run: cand.dir.display().to_string(),
-            model: cand.manifest.model.name.clone(),
-        },
-        config: config.clone(),
-        tasks,
-        run_checks,
-        failures: 0,
-        warnings: 0,
-        passed: true,
-        power,
-        notices,
-        same_outputs: same,
-    };
+    run_checks
+}
+
+/// Count failing and warning checks and decide.
+fn tally(report: &mut GateReport) {
     let (mut failures, mut warnings) = (0, 0);
     for (_, c) in report.all_checks() {
         if report.fails(c) {
@@ -1114,7 +1173,6 @@ pub fn gate(
     report.failures = failures;
     report.warnings = warnings;
     report.passed = failures == 0;
-    Ok(report)
 }
 
 fn accuracy_check(
