@@ -201,7 +201,7 @@ pub fn bench(
         )));
     }
     let (mut handle, record) =
-        crate::commands::instantiate_on(&loaded, &args.device, args.dtype.as_deref())?;
+        faceval_eval::registry::instantiate_on(&loaded, &args.device, args.dtype.as_deref())?;
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())

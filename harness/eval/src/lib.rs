@@ -59,6 +59,7 @@ pub mod merge;
 pub mod metrics;
 pub mod model_manifest;
 pub mod prompt;
+pub mod registry;
 pub mod run_folder;
 pub mod runner;
 pub mod score;

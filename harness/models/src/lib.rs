@@ -31,6 +31,7 @@ pub mod internvl;
 pub mod llava;
 pub mod model;
 pub mod openai;
+pub mod placement;
 pub mod stream;
 pub mod zero_shot;
 
