@@ -9,7 +9,7 @@ use faceval_eval::audit::{
     AuditReport, GroupingReport, ProportionInterval, TaskAudit, UNPARSEABLE_LABEL,
 };
 use faceval_eval::fairness::{GroupMae, Measure};
-use faceval_eval::stats::Interval;
+use faceval_eval::stats::{format_p, Interval};
 
 fn pct(x: f64) -> String {
     format!("{:.1}", 100.0 * x)
@@ -17,17 +17,6 @@ fn pct(x: f64) -> String {
 
 fn interval_pct(i: &Interval) -> String {
     format!("{} [{}, {}]", pct(i.estimate), pct(i.low), pct(i.high))
-}
-
-fn p_fmt(p: f64) -> String {
-    // Exact tail probabilities on 10⁶ pairs underflow to 0; say so instead of "0e0".
-    if p < f64::MIN_POSITIVE {
-        "< 1e-300".to_string()
-    } else if p < 1e-4 {
-        format!("{p:.1e}")
-    } else {
-        format!("{p:.4}")
-    }
 }
 
 /// A measure's value in the unit it is reported in: accuracies and differences in points,
@@ -114,7 +103,7 @@ pub fn to_markdown(report: &AuditReport) -> String {
                     g.name,
                     worst,
                     gap,
-                    g.p_holm.map(p_fmt).unwrap_or_else(|| "—".into())
+                    g.p_holm.map(format_p).unwrap_or_else(|| "—".into())
                 );
             }
         }
@@ -266,9 +255,9 @@ fn task_markdown(s: &mut String, t: &TaskAudit) {
                         s,
                         "\nχ² test of correctness × group: X² = {x2:.2}, dof = {}, p = {}, Holm p = {}, BH p = {}.",
                         cs.dof,
-                        p_fmt(p),
-                        g.p_holm.map(p_fmt).unwrap_or_else(|| "—".into()),
-                        g.p_bh.map(p_fmt).unwrap_or_else(|| "—".into())
+                        format_p(p),
+                        g.p_holm.map(format_p).unwrap_or_else(|| "—".into()),
+                        g.p_bh.map(format_p).unwrap_or_else(|| "—".into())
                     );
                 }
                 _ => {

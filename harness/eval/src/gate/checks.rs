@@ -190,9 +190,9 @@ pub(super) fn accuracy_status(a: AccuracyCheck, config: &GateConfig, task: &str)
         100.0 * a.delta.estimate,
         100.0 * a.delta.low,
         100.0 * a.delta.high,
-        fmt_p(a.mcnemar.p_value),
-        fmt_p(a.p_value),
-        fmt_p(a.p_holm),
+        stats::format_p(a.mcnemar.p_value),
+        stats::format_p(a.p_value),
+        stats::format_p(a.p_holm),
         match status {
             Status::Regression => format!(
                 "; the candidate is worse by more than {max_drop} points at α = {}",
@@ -212,17 +212,6 @@ pub(super) fn accuracy_status(a: AccuracyCheck, config: &GateConfig, task: &str)
         accuracy: Some(a),
         telemetry: None,
         fairness: None,
-    }
-}
-
-pub(super) fn fmt_p(p: f64) -> String {
-    // Exact tail probabilities on 10⁶ pairs underflow to 0; say so instead of "0e0".
-    if p < f64::MIN_POSITIVE {
-        "< 1e-300".to_string()
-    } else if p < 1e-4 {
-        format!("{p:.1e}")
-    } else {
-        format!("{p:.4}")
     }
 }
 

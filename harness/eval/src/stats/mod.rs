@@ -89,6 +89,18 @@ pub fn quantile_sorted(sorted: &[f64], q: f64) -> f64 {
     sorted[lo] + (h - lo as f64) * (sorted[hi] - sorted[lo])
 }
 
+/// A p-value as faceval prints it: four decimals, scientific below 1e-4, and `< 1e-300`
+/// where an exact tail probability underflowed to 0 (rather than "0e0").
+pub fn format_p(p: f64) -> String {
+    if p < f64::MIN_POSITIVE {
+        "< 1e-300".to_string()
+    } else if p < 1e-4 {
+        format!("{p:.1e}")
+    } else {
+        format!("{p:.4}")
+    }
+}
+
 /// Reject confidence levels outside (0, 1): they have no meaning and would make quantiles panic.
 pub(crate) fn check_confidence(confidence: f64) -> Result<()> {
     if !(confidence > 0.0 && confidence < 1.0) {
