@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use faceval_models::internvl::tiny::{write_checkpoint, TinySpec};
-use faceval_models::internvl::{parse_device, parse_dtype, vision, InternVlModel};
+use faceval_models::internvl::{vision, InternVlModel};
+use faceval_models::placement::Placement;
 
 /// The prompt of `tools/cpu_side_by_side.py`.
 const PROMPT: &str = "Describe the face in this image.";
@@ -40,12 +41,9 @@ fn face() -> PathBuf {
 
 fn internvl(c: &mut Criterion) {
     let dir = checkpoint();
-    let model = InternVlModel::load(
-        &dir.display().to_string(),
-        &parse_device("cpu").unwrap(),
-        parse_dtype("f32").unwrap(),
-    )
-    .expect("load the bench checkpoint");
+    let cpu = Placement::parse("cpu", "f32").expect("the CPU in f32");
+    let model = InternVlModel::load(&dir.display().to_string(), &cpu.device, cpu.dtype)
+        .expect("load the bench checkpoint");
     let net = model.network();
     let pixels = model.processor().preprocess_paths(&[face()]).unwrap();
     let (_, ids) = model.text().build(&pixels.tiles_per_image, PROMPT).unwrap();
@@ -106,12 +104,9 @@ fn internvl_batching(c: &mut Criterion) {
     use std::sync::Arc;
 
     let dir = checkpoint();
-    let mut model = InternVlModel::load(
-        &dir.display().to_string(),
-        &parse_device("cpu").unwrap(),
-        parse_dtype("f32").unwrap(),
-    )
-    .expect("load the bench checkpoint");
+    let cpu = Placement::parse("cpu", "f32").expect("the CPU in f32");
+    let mut model = InternVlModel::load(&dir.display().to_string(), &cpu.device, cpu.dtype)
+        .expect("load the bench checkpoint");
     let face_image = Arc::new(faceval_models::internvl::preprocess::load_image(&face()).unwrap());
     let ask = |prompt: &str| Request {
         images: vec![face_image.clone()],

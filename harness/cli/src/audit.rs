@@ -83,11 +83,10 @@ pub fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
     };
     let report = audit::audit_dirs(&args.runs, &options)?;
     if let Some(path) = &args.html {
-        let html = faceval_report::render_audit_html(&serde_json::to_value(&report)?);
-        faceval_eval::gate::write_file(path, &html)?;
+        crate::gate::write_file(path, &faceval_report::render_audit_html(&report))?;
     }
     match args.format {
-        AuditFormat::Md => print!("{}", audit::to_markdown(&report)),
+        AuditFormat::Md => print!("{}", faceval_report::audit::to_markdown(&report)),
         AuditFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
     }
     Ok(ExitCode::SUCCESS)

@@ -9,12 +9,13 @@ use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
 use faceval_eval::error::input_error;
+use faceval_eval::hardware::Hardware;
 use faceval_eval::metrics;
 use faceval_eval::model_manifest;
 use faceval_eval::run_folder::{self, Manifest};
 use faceval_eval::runner::{self, ModelHandle, RunOptions};
 use faceval_eval::task;
-use faceval_eval::telemetry::{self, Hardware, RunTelemetry, Summary};
+use faceval_eval::telemetry::{self, RunTelemetry, Summary};
 use serde::Serialize;
 
 #[derive(Args)]
@@ -200,7 +201,7 @@ pub fn bench(
         )));
     }
     let (mut handle, record) =
-        crate::commands::instantiate_on(&loaded, &args.device, args.dtype.as_deref())?;
+        faceval_eval::registry::instantiate_on(&loaded, &args.device, args.dtype.as_deref())?;
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())

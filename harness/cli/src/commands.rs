@@ -7,7 +7,8 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use faceval_eval::error::input_error;
 use faceval_eval::metrics::{self, RunMetrics};
-use faceval_eval::model_manifest::{self, LoadedManifest, ModelKind};
+use faceval_eval::model_manifest::{self, ModelKind};
+use faceval_eval::registry;
 use faceval_eval::run_folder::{Manifest, ModelRecord, Shard};
 use faceval_eval::runner::{self, ModelHandle, RunOptions};
 use faceval_eval::task::{self, Task};
@@ -207,130 +208,6 @@ pub fn tasks(action: TasksAction, tasks_dir: Option<&Path>) -> anyhow::Result<Ex
     }
 }
 
-/// `auto` → f32 on the CPU (candle's CPU kernels are fastest and exact there), bf16 on CUDA
-/// (what the checkpoints are stored in).
-pub fn resolve_dtype<'a>(requested: &'a str, device: &candle_core::Device) -> &'a str {
-    match requested {
-        "auto" if device.is_cpu() => "f32",
-        "auto" => "bf16",
-        other => other,
-    }
-}
-
-/// Load an InternVL checkpoint (`source`: a folder or hf://Org/Name[@rev]) on `device` in
-/// `dtype` (`auto`, f32, bf16, f16). Bad devices, dtypes and checkpoints are input errors.
-pub fn load_internvl(
-    name: &str,
-    source: &str,
-    device: &str,
-    dtype: &str,
-) -> anyhow::Result<faceval_models::internvl::InternVlModel> {
-    use faceval_models::internvl;
-    let dev =
-        internvl::parse_device(device).map_err(|e| input_error(format!("--device: {e:#}")))?;
-    let dt = internvl::parse_dtype(resolve_dtype(dtype, &dev))
-        .map_err(|e| input_error(format!("model {name}: dtype: {e:#}")))?;
-    internvl::InternVlModel::load(source, &dev, dt)
-        .map_err(|e| input_error(format!("model {name} ({source}): {e:#}")))
-}
-
-/// Loads a LLaVA-1.5 (llava-hf layout) checkpoint; device and dtype as for InternVL.
-pub fn load_llava(
-    name: &str,
-    source: &str,
-    device: &str,
-    dtype: &str,
-) -> anyhow::Result<faceval_models::llava::LlavaModel> {
-    use faceval_models::internvl;
-    let dev =
-        internvl::parse_device(device).map_err(|e| input_error(format!("--device: {e:#}")))?;
-    let dt = internvl::parse_dtype(resolve_dtype(dtype, &dev))
-        .map_err(|e| input_error(format!("model {name}: dtype: {e:#}")))?;
-    faceval_models::llava::LlavaModel::load(source, &dev, dt)
-        .map_err(|e| input_error(format!("model {name} ({source}): {e:#}")))
-}
-
-/// The prompt template of a CLIP/SigLIP manifest (its `zero_shot_template`, or the default).
-pub fn zero_shot_template(m: &model_manifest::ModelManifest) -> &str {
-    if m.zero_shot_template.is_empty() {
-        faceval_models::zero_shot::DEFAULT_TEMPLATE
-    } else {
-        &m.zero_shot_template
-    }
-}
-
-/// Loads a CLIP or SigLIP checkpoint as a zero-shot classifier; the checkpoint's `model_type`
-/// must be the manifest's kind. Device and dtype as for InternVL.
-pub fn load_zero_shot(
-    m: &model_manifest::ModelManifest,
-    device: &str,
-    dtype: &str,
-) -> anyhow::Result<faceval_models::zero_shot::ZeroShotModel> {
-    use faceval_models::internvl;
-    let (name, source) = (&m.name, &m.source);
-    let dev =
-        internvl::parse_device(device).map_err(|e| input_error(format!("--device: {e:#}")))?;
-    let dt = internvl::parse_dtype(resolve_dtype(dtype, &dev))
-        .map_err(|e| input_error(format!("model {name}: dtype: {e:#}")))?;
-    let model =
-        faceval_models::zero_shot::ZeroShotModel::load(source, &dev, dt, zero_shot_template(m))
-            .map_err(|e| input_error(format!("model {name} ({source}): {e:#}")))?;
-    let want = format!("{:?}", m.kind).to_lowercase();
-    if model.family().name() != want {
-        return Err(input_error(format!(
-            "model {name}: the manifest says kind = \"{want}\" but {source} is a {} checkpoint",
-            model.family().name()
-        )));
-    }
-    Ok(model)
-}
-
-/// Load the model a manifest describes; models with weights go on `device` (cpu, cuda,
-/// cuda:N) in `dtype` (`None`: the manifest's own).
-pub fn instantiate_on(
-    loaded: &LoadedManifest,
-    device: &str,
-    dtype: Option<&str>,
-) -> anyhow::Result<(ModelHandle, ModelRecord)> {
-    let m = &loaded.manifest;
-    let mut record = ModelRecord {
-        name: m.name.clone(),
-        kind: format!("{:?}", m.kind).to_lowercase(),
-        fingerprint: loaded.fingerprint.clone(),
-        source: m.source.clone(),
-        origin: loaded.origin.clone(),
-        ..Default::default()
-    };
-    let handle = match m.kind {
-        ModelKind::Random => ModelHandle::Loaded(Box::new(faceval_models::RandomModel)),
-        ModelKind::Majority => ModelHandle::Majority,
-        ModelKind::Openai => ModelHandle::Loaded(Box::new(crate::serve::connect_openai(m)?)),
-        ModelKind::Llava => ModelHandle::Loaded(Box::new(load_llava(
-            &m.name,
-            &m.source,
-            device,
-            dtype.unwrap_or(&m.dtype),
-        )?)),
-        ModelKind::Clip | ModelKind::Siglip => ModelHandle::Loaded(Box::new(load_zero_shot(
-            m,
-            device,
-            dtype.unwrap_or(&m.dtype),
-        )?)),
-        ModelKind::Internvl => ModelHandle::Loaded(Box::new(load_internvl(
-            &m.name,
-            &m.source,
-            device,
-            dtype.unwrap_or(&m.dtype),
-        )?)),
-    };
-    if let ModelHandle::Loaded(model) = &handle {
-        let info = model.info();
-        record.weights_sha256 = info.weights_sha256;
-        record.weight_bytes = info.weight_bytes;
-    }
-    Ok((handle, record))
-}
-
 fn base_manifest(record: ModelRecord) -> Manifest {
     Manifest {
         format: 1,
@@ -363,7 +240,8 @@ pub fn run(
             args.data.display()
         )));
     }
-    let (mut handle, record) = instantiate_on(&loaded, &args.device, args.dtype.as_deref())?;
+    let (mut handle, record) =
+        registry::instantiate_on(&loaded, &args.device, args.dtype.as_deref())?;
     if let (Some(mb), ModelHandle::Loaded(model)) = (args.feature_cache_mb, &mut handle) {
         model.set_feature_cache_bytes(mb.saturating_mul(1 << 20));
     }
@@ -392,7 +270,7 @@ pub fn run(
         // The prompt set is template x each question's options (recorded per prediction).
         manifest.notes.insert(
             "zero_shot.template".into(),
-            zero_shot_template(&loaded.manifest).to_string(),
+            registry::zero_shot_template(&loaded.manifest).to_string(),
         );
     }
     if matches!(handle, ModelHandle::Majority) {

@@ -2,11 +2,13 @@
 //! (accuracy drop beyond `max_drop`, new errors, latency, VRAM or fairness gap beyond
 //! tolerance) or an incomplete candidate, 0 when it passes, 2 on input errors. The decision rule is in `docs/gate.md`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
+use faceval_eval::error::input_error;
 use faceval_eval::gate::{self, GateConfig};
+use faceval_report::gate as render;
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum GateFormat {
@@ -60,23 +62,32 @@ pub fn gate(args: GateArgs) -> anyhow::Result<ExitCode> {
     }
     let report = gate::gate_dirs(&args.baseline, &args.candidate, &config)?;
     if let Some(path) = &args.junit {
-        gate::write_file(path, &gate::to_junit(&report))?;
+        write_file(path, &render::to_junit(&report))?;
     }
     if let Some(path) = &args.markdown {
-        gate::write_file(path, &gate::to_markdown(&report))?;
+        write_file(path, &render::to_markdown(&report))?;
     }
     if let Some(path) = &args.html {
-        let html = faceval_report::render_gate_html(&serde_json::to_value(&report)?);
-        gate::write_file(path, &html)?;
+        write_file(path, &faceval_report::render_gate_html(&report))?;
     }
     match args.format {
-        GateFormat::Text => print!("{}", gate::to_text(&report)),
+        GateFormat::Text => print!("{}", render::to_text(&report)),
         GateFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        GateFormat::Md => print!("{}", gate::to_markdown(&report)),
+        GateFormat::Md => print!("{}", render::to_markdown(&report)),
     }
     Ok(if report.passed {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Write a text file, naming it in the error.
+pub fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| input_error(format!("{}: cannot create: {e}", parent.display())))?;
+    }
+    std::fs::write(path, text)
+        .map_err(|e| input_error(format!("{}: cannot write: {e}", path.display())))
 }

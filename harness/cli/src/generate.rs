@@ -76,7 +76,7 @@ pub fn generate(args: GenerateArgs, baselines_dir: Option<&Path>) -> anyhow::Res
         .collect::<anyhow::Result<Vec<_>>>()?;
     let started = Instant::now();
     let mut model: Box<dyn Model> = if m.kind == ModelKind::Internvl {
-        let mut model = crate::commands::load_internvl(
+        let mut model = faceval_eval::registry::load_internvl(
             &m.name,
             &m.source,
             &args.device,
@@ -87,7 +87,9 @@ pub fn generate(args: GenerateArgs, baselines_dir: Option<&Path>) -> anyhow::Res
         }
         Box::new(model)
     } else {
-        match crate::commands::instantiate_on(&loaded, &args.device, args.dtype.as_deref())?.0 {
+        match faceval_eval::registry::instantiate_on(&loaded, &args.device, args.dtype.as_deref())?
+            .0
+        {
             faceval_eval::runner::ModelHandle::Loaded(model) => model,
             faceval_eval::runner::ModelHandle::Majority => {
                 return Err(input_error("the majority baseline needs a task"))

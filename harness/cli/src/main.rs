@@ -1,6 +1,28 @@
 //! The `faceval` command line: evaluate face-understanding MLLMs on tasks, and score, merge,
 //! import and inspect the runs. Exit codes: 0 success, 1 failure (or a gate regression),
 //! 2 usage or input error.
+//!
+//! # Principal parts
+//!
+//! - `main.rs`: the clap tree ([`Cli`], [`Command`]) and the exit-code rule: an error marked
+//!   as an input error (`faceval_eval::is_input_error`) exits 2, any other exits 1.
+//! - `commands.rs`: `tasks`, `run`, `merge`, `import`, `score` and `demo`. Every command
+//!   that needs a model gets it from `faceval_eval::registry` (manifest → `Box<dyn Model>`),
+//!   which parses `--device`/`--dtype` once through `faceval_models::placement::Placement`.
+//! - One file per larger command: `audit.rs`, `gate.rs`, `report.rs` (each: parse flags, ask
+//!   `faceval-eval` to compute, ask `faceval-report` to render), `generate.rs` (one prompt),
+//!   `serve.rs` (an OpenAI-compatible HTTP server), `bench.rs` (timings), `parity.rs`
+//!   (checks against reference outputs).
+//!
+//! # How data flows
+//!
+//! Flags become options of the eval crate; the eval crate computes typed results from run
+//! folders; the report crate renders them; this crate writes them to stdout or files and
+//! chooses the exit code. No statistic or format rule is written here.
+//!
+//! # Where to start reading
+//!
+//! [`Command`] below for the list of commands, then `commands.rs` (`run`) for the common path.
 
 mod audit;
 mod bench;

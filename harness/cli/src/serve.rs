@@ -1,6 +1,6 @@
 //! `faceval serve`: any local faceval model behind an OpenAI-compatible HTTP API
-//! (`POST /v1/chat/completions`, `GET /v1/models`, `GET /health`), and the other direction,
-//! [`connect_openai`]: a `kind = "openai"` model manifest turned into a client.
+//! (`POST /v1/chat/completions`, `GET /v1/models`, `GET /health`). The other direction, a
+//! `kind = "openai"` manifest turned into a client, is `faceval_eval::registry::connect_openai`.
 //!
 //! The server answers one user turn — images (data URLs, or `file://` paths under
 //! `--allow-files`) then text — with greedy decoding, `max_tokens`, `stop`, `seed`,
@@ -33,11 +33,10 @@ use base64::Engine;
 use bytes::Bytes;
 use clap::Args;
 use faceval_eval::error::input_error;
-use faceval_eval::model_manifest::{self, LoadedManifest, ModelKind, ModelManifest};
+use faceval_eval::model_manifest::{self, LoadedManifest, ModelKind};
+use faceval_eval::registry;
 use faceval_eval::runner::ModelHandle;
-use faceval_models::internvl::InternVlModel;
-use faceval_models::openai::{OpenAiConfig, OpenAiModel};
-use faceval_models::{Generation, Model, Request};
+use faceval_models::{Model, Request};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Frame, Incoming};
@@ -181,62 +180,6 @@ impl Config {
     }
 }
 
-/// The served model: InternVL keeps its concrete type so that token ids can be shown as text.
-enum Loaded {
-    Internvl(Box<InternVlModel>),
-    Other(Box<dyn Model>),
-}
-
-impl Loaded {
-    fn model(&mut self) -> &mut dyn Model {
-        match self {
-            Loaded::Internvl(m) => m.as_mut(),
-            Loaded::Other(m) => m.as_mut(),
-        }
-    }
-
-    fn token_text(&self, id: u32) -> Option<String> {
-        match self {
-            Loaded::Internvl(m) => m.text().decode(&[id], false).ok(),
-            Loaded::Other(_) => None,
-        }
-    }
-
-    /// `"length"` when the answer ran into `max_tokens` or the end of the model's context,
-    /// else `"stop"` (a stop token or stop string, or the model's own end).
-    fn finish_reason(&self, max_tokens: usize, g: &Generation) -> &'static str {
-        let n = g.token_ids.len();
-        match self {
-            Loaded::Internvl(m) => {
-                if g.token_ids
-                    .last()
-                    .is_some_and(|t| m.stop_token_ids().contains(t))
-                {
-                    return "stop";
-                }
-                // A stop string cut the text: the decoded tokens say more than the answer.
-                let cut = m
-                    .text()
-                    .decode(&g.token_ids, true)
-                    .is_ok_and(|full| full != g.text);
-                let cap = max_tokens.min(m.context_length().saturating_sub(g.prompt_tokens));
-                if n >= cap && !cut {
-                    "length"
-                } else {
-                    "stop"
-                }
-            }
-            Loaded::Other(_) => {
-                if n >= max_tokens && n > 0 {
-                    "length"
-                } else {
-                    "stop"
-                }
-            }
-        }
-    }
-}
-
 const LOADING: u8 = 0;
 const READY: u8 = 1;
 const FAILED: u8 = 2;
@@ -245,7 +188,7 @@ struct Served {
     name: String,
     cfg: Config,
     /// `None` until the model is loaded.
-    model: Mutex<Option<Loaded>>,
+    model: Mutex<Option<Box<dyn Model>>>,
     /// Signalled when loading ends (either way).
     load_done: Condvar,
     /// LOADING, READY or FAILED: read by /health without touching the model's mutex.
@@ -275,28 +218,16 @@ fn check_servable(loaded: &LoadedManifest, args: &ServeArgs) -> anyhow::Result<(
     }
 }
 
-fn load(loaded: &LoadedManifest, args: &ServeArgs) -> anyhow::Result<Loaded> {
-    let m = &loaded.manifest;
-    Ok(match m.kind {
-        ModelKind::Random => Loaded::Other(Box::new(faceval_models::RandomModel)),
-        ModelKind::Majority => Loaded::Other(Box::new(faceval_models::MajorityModel::new(
-            args.majority_label.clone().unwrap_or_default(),
-        ))),
-        // InternVL is kept concrete: the server reports its tokens' text in logprobs.
-        ModelKind::Internvl => Loaded::Internvl(Box::new(crate::commands::load_internvl(
-            &m.name,
-            &m.source,
-            &args.device,
-            &m.dtype,
-        )?)),
-        // Every other local kind loads the way `faceval run` loads it.
-        _ => match crate::commands::instantiate_on(loaded, &args.device, None)?.0 {
-            ModelHandle::Loaded(model) => Loaded::Other(model),
-            ModelHandle::Majority => {
-                return Err(input_error("majority needs --majority-label (see above)"))
-            }
+/// The served model, loaded as `faceval run` loads it; `majority` answers the label given.
+fn load(loaded: &LoadedManifest, args: &ServeArgs) -> anyhow::Result<Box<dyn Model>> {
+    Ok(
+        match registry::instantiate_on(loaded, &args.device, None)?.0 {
+            ModelHandle::Loaded(model) => model,
+            ModelHandle::Majority => Box::new(faceval_models::MajorityModel::new(
+                args.majority_label.clone().unwrap_or_default(),
+            )),
         },
-    })
+    )
 }
 
 /// Whether `authority` (a `Host` header or a URL's host[:port]) names this machine's loopback
@@ -384,8 +315,8 @@ pub fn serve(args: ServeArgs, baselines_dir: Option<&Path>) -> anyhow::Result<Ex
         );
     }
     match load(&manifest, &args) {
-        Ok(mut model) => {
-            let info = model.model().info();
+        Ok(model) => {
+            let info = model.info();
             let _ = served.root.set(match info.weights_sha256 {
                 Some(sha) => format!("sha256:{sha}"),
                 None => format!("{}:{}", info.kind, info.name),
@@ -436,14 +367,14 @@ fn exposure_warning(bound: std::net::SocketAddr, cfg: &Config) -> Option<String>
 
 /// The model's mutex; a request that panicked while holding it left the model's caches in an
 /// unknown state, so they are emptied (answers never depend on them) and the lock is reused.
-fn lock_model(served: &Served) -> MutexGuard<'_, Option<Loaded>> {
+fn lock_model(served: &Served) -> MutexGuard<'_, Option<Box<dyn Model>>> {
     match served.model.lock() {
         Ok(g) => g,
         Err(poisoned) => {
             served.model.clear_poison();
             let mut g = poisoned.into_inner();
             if let Some(m) = g.as_mut() {
-                m.model().clear_caches();
+                m.clear_caches();
             }
             g
         }
@@ -1190,7 +1121,7 @@ fn decode_pixels(bytes: &[u8], max_pixels: u64) -> Result<image::DynamicImage, S
 }
 
 /// Waits for the model to be loaded and locks it; 503 when loading failed.
-fn ready_model(served: &Served) -> Result<MutexGuard<'_, Option<Loaded>>, HttpError> {
+fn ready_model(served: &Served) -> Result<MutexGuard<'_, Option<Box<dyn Model>>>, HttpError> {
     let mut guard = lock_model(served);
     loop {
         if guard.is_some() {
@@ -1257,7 +1188,6 @@ fn answer(
         }
     };
     let g = loaded
-        .model()
         .generate_streaming(&request, &mut on_text)
         // Model errors are about this input (too long, unreadable image…): a retry would fail again.
         .map_err(|e| bad(format!("the model could not answer: {e:#}")))?;
@@ -1307,50 +1237,6 @@ fn answer(
         completion_tokens: g.token_ids.len(),
         text: g.text,
     })
-}
-
-/// The client for a `kind = "openai"` manifest, probed and ready. Any failure is an input
-/// error (exit 2): at this point it is always the address, key or model named in the manifest.
-pub fn connect_openai(m: &ModelManifest) -> anyhow::Result<OpenAiModel> {
-    let api_model = if m.api_model.is_empty() {
-        &m.name
-    } else {
-        &m.api_model
-    };
-    let mut cfg = OpenAiConfig::new(&m.name, &m.base_url, api_model);
-    if !m.api_key_env.is_empty() {
-        let key = std::env::var(&m.api_key_env).map_err(|_| {
-            input_error(format!(
-                "model {}: api_key_env names {}, which is not set",
-                m.name, m.api_key_env
-            ))
-        })?;
-        cfg.api_key = Some(key);
-    }
-    if let Some(t) = m.timeout_s {
-        if !(t.is_finite() && t > 0.0) {
-            return Err(input_error(format!(
-                "model {}: timeout_s must be a positive number of seconds",
-                m.name
-            )));
-        }
-        cfg.timeout = Duration::from_secs_f64(t);
-        cfg.connect_timeout = cfg.connect_timeout.min(cfg.timeout);
-    }
-    if let Some(r) = m.max_retries {
-        cfg.max_retries = r;
-    }
-    if let Some(c) = m.max_concurrency {
-        cfg.max_concurrency = c.max(1);
-    }
-    match m.cache_dir.as_str() {
-        "" => {}
-        "off" | "none" => cfg.cache_dir = None,
-        dir => cfg.cache_dir = Some(PathBuf::from(dir)),
-    }
-    cfg.report_on_drop = true;
-    cfg.revision = m.revision.clone();
-    OpenAiModel::connect(cfg).map_err(|e| input_error(format!("model {}: {e:#}", m.name)))
 }
 
 #[cfg(test)]

@@ -11,10 +11,9 @@
 //!
 //! All statistics come from [`crate::stats`] and [`crate::fairness`]; this module only selects
 //! the data, keeps groupings aligned with it, and assembles the report. The JSON form is
-//! documented in `docs/audit.md`; [`to_markdown`] renders the readable form.
+//! documented in `docs/audit.md`; `faceval_report::audit` renders the readable form.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fmt::Write as _;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
@@ -27,12 +26,13 @@ use crate::fairness::{
     groupings_with_intersections, mae_by_group, per_class_by_group, BinaryFairness,
     FairnessOptions, GroupClassMetrics, GroupMae, Grouping, Measure,
 };
-use crate::run_folder::{self, Manifest, Outcome, Prediction, TaskRecord};
+pub use crate::run_folder::LoadedRun;
+use crate::run_folder::{fold_rotations, same_task, Prediction, Question, TaskRecord};
 use crate::stats::{
     self, clustered_mean_se, hypothesis::correctness_by_group, BootstrapConfig, ChiSquare,
     ClusterCorrection, ClusteredMean, Interval,
 };
-use crate::task::Task;
+use crate::task::recorded_min_group;
 
 /// Version of the audit JSON (`docs/audit.md`).
 pub const AUDIT_FORMAT: u32 = 1;
@@ -206,87 +206,6 @@ pub struct TestRecord {
     pub p_bh: f64,
 }
 
-/// One scored question: rotations of a circular question folded into one.
-#[derive(Debug, Clone)]
-pub struct Scored<'a> {
-    pub first: &'a Prediction,
-    pub correct: bool,
-    pub unparseable: bool,
-}
-
-/// Scored questions of one task and the number of error items, following the scoring rules
-/// of `docs/run-format.md` exactly as `metrics.rs` applies them: error lines are left out;
-/// a circular question is correct only when every rotation is, and is an error when any is.
-pub fn scored<'a>(record: &TaskRecord, preds: &[&'a Prediction]) -> (Vec<Scored<'a>>, usize) {
-    if !record.circular {
-        // One line is one question: no need to gather rotations (this keeps a 10⁶-line
-        // audit from spending its time sorting ids).
-        let mut out = Vec::with_capacity(preds.len());
-        let mut errors = 0;
-        for p in preds {
-            if p.outcome == Outcome::Error {
-                errors += 1;
-            } else {
-                out.push(Scored {
-                    first: p,
-                    correct: p.correct == Some(true),
-                    unparseable: p.outcome == Outcome::Unparseable,
-                });
-            }
-        }
-        return (out, errors);
-    }
-    let mut by_id: BTreeMap<&str, Vec<&'a Prediction>> = BTreeMap::new();
-    for p in preds {
-        by_id.entry(p.id.as_str()).or_default().push(p);
-    }
-    let mut out = Vec::with_capacity(preds.len());
-    let mut errors = 0;
-    for (_, mut group) in by_id {
-        group.sort_by_key(|p| p.rotation);
-        if group.iter().any(|p| p.outcome == Outcome::Error) {
-            errors += 1;
-            continue;
-        }
-        out.push(Scored {
-            first: group[0],
-            correct: group.iter().all(|p| p.correct == Some(true)),
-            unparseable: group.iter().any(|p| p.outcome == Outcome::Unparseable),
-        });
-    }
-    (out, errors)
-}
-
-/// A run folder read whole.
-pub struct LoadedRun {
-    pub dir: PathBuf,
-    pub manifest: Manifest,
-    pub predictions: Vec<Prediction>,
-}
-
-impl LoadedRun {
-    pub fn load(dir: &Path) -> Result<LoadedRun> {
-        let manifest = run_folder::read_manifest(dir)?;
-        let predictions =
-            run_folder::read_predictions(&dir.join(run_folder::PREDICTIONS))?.predictions;
-        Ok(LoadedRun {
-            dir: dir.to_path_buf(),
-            manifest,
-            predictions,
-        })
-    }
-
-    /// Headline predictions (variant 0, `Prediction::is_headline`) of each task, in file
-    /// order: audits and the gate score the task's own phrasing only.
-    pub fn by_task(&self) -> HashMap<&str, Vec<&Prediction>> {
-        let mut map: HashMap<&str, Vec<&Prediction>> = HashMap::new();
-        for p in self.predictions.iter().filter(|p| p.is_headline()) {
-            map.entry(p.task.as_str()).or_default().push(p);
-        }
-        map
-    }
-}
-
 /// Refuse to put runs side by side when one task name means different tasks in them.
 pub fn check_comparable(runs: &[LoadedRun]) -> Result<()> {
     let mut seen: BTreeMap<&str, (&Path, &TaskRecord)> = BTreeMap::new();
@@ -297,7 +216,7 @@ pub fn check_comparable(runs: &[LoadedRun]) -> Result<()> {
                     seen.insert(&record.name, (&run.dir, record));
                 }
                 Some((dir, first)) => {
-                    if first.version != record.version || first.fingerprint != record.fingerprint {
+                    if !same_task(first, record) {
                         return Err(input_error(format!(
                             "task {} cannot be compared across these runs: {} has version {} (fingerprint {}…) \
                              but {} has version {} (fingerprint {}…); the task definition changed, so the \
@@ -305,10 +224,10 @@ pub fn check_comparable(runs: &[LoadedRun]) -> Result<()> {
                             record.name,
                             dir.display(),
                             first.version,
-                            short(&first.fingerprint),
+                            first.short_fingerprint(),
                             run.dir.display(),
                             record.version,
-                            short(&record.fingerprint)
+                            record.short_fingerprint()
                         )));
                     }
                 }
@@ -316,10 +235,6 @@ pub fn check_comparable(runs: &[LoadedRun]) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn short(fp: &str) -> &str {
-    &fp[..12.min(fp.len())]
 }
 
 /// Audit run folders.
@@ -478,20 +393,6 @@ fn adjust_tests(report: &mut AuditReport) -> Result<()> {
     Ok(())
 }
 
-/// The task's own minimum group size, when its TOML is where the run recorded it and is the
-/// same file (same fingerprint).
-pub(crate) fn task_min_group(record: &TaskRecord, run_dir: &Path) -> Option<usize> {
-    if record.path.is_empty() {
-        return None;
-    }
-    let recorded = Path::new(&record.path);
-    let candidates = [recorded.to_path_buf(), run_dir.join(recorded)];
-    candidates.iter().find_map(|p| {
-        let t = Task::load(p).ok()?;
-        (t.fingerprint == record.fingerprint).then_some(t.spec.fairness.min_group)
-    })
-}
-
 /// The fields used, and requested names read from another field.
 type ResolvedFields = (Vec<String>, BTreeMap<String, String>);
 
@@ -564,9 +465,10 @@ fn subset_grouping(grouping: &Grouping, keep: &[bool]) -> Grouping {
     }
 }
 
-/// Audit one task of one run. The outer error is a real failure; the inner `Err` is a reason
-/// to skip the task (no usable group fields), which becomes an input error only when no task
-/// at all can be audited.
+/// Audit one task of one run: its scored questions, the group fields asked for, the minimum
+/// group size, the groupings, the task's answer columns, then one report per grouping. The
+/// outer error is a real failure; the inner `Err` is a reason to skip the task (no usable
+/// group fields), which becomes an input error only when no task at all can be audited.
 fn audit_task(
     run_dir: &Path,
     record: &TaskRecord,
@@ -574,11 +476,68 @@ fn audit_task(
     options: &AuditOptions,
     bootstrap: BootstrapConfig,
 ) -> Result<std::result::Result<TaskAudit, String>> {
-    let (items, n_errors) = scored(record, preds);
+    let (items, n_errors) = fold_rotations(preds, record.circular);
     let available: BTreeSet<String> = preds
         .iter()
         .flat_map(|p| p.groups.keys().cloned())
         .collect();
+    if items.is_empty() {
+        return Ok(Err(format!(
+            "no scored questions ({} predictions, {n_errors} errors)",
+            preds.len()
+        )));
+    }
+    let (fields, field_aliases) = match audited_fields(record, options, &available) {
+        Ok(x) => x,
+        Err(reason) => return Ok(Err(reason)),
+    };
+    let (min_group, min_group_source) = match options.min_group {
+        Some(m) => (m, "option"),
+        None => match recorded_min_group(record, run_dir) {
+            Some(m) => (m, "task"),
+            None => (fairness::DEFAULT_MIN_GROUP_SIZE, "default"),
+        },
+    };
+    let groupings = groupings_of(&items, &fields, options.intersections)?;
+    let columns = TaskColumns::new(record, &items, options, bootstrap)?;
+    let fopts = FairnessOptions {
+        min_group_size: min_group,
+        bootstrap,
+    };
+    let reports: Vec<GroupingReport> = groupings
+        .par_iter()
+        .enumerate()
+        .map(|(gi, grouping)| grouping_report(&columns, grouping, gi, fopts, options, min_group))
+        .collect::<Result<_>>()?;
+    Ok(Ok(TaskAudit {
+        task: record.name.clone(),
+        version: record.version.clone(),
+        fingerprint: record.fingerprint.clone(),
+        style: record.style.clone(),
+        n: items.len(),
+        n_errors,
+        n_unparseable: items.iter().filter(|s| s.unparseable).count(),
+        min_group,
+        min_group_source: min_group_source.into(),
+        fields,
+        field_aliases,
+        available_fields: available.into_iter().collect(),
+        overall: columns.overall,
+        overall_clustered: columns.overall_clustered,
+        mae: columns.mae,
+        positive_label: columns.positive_label,
+        groupings: reports,
+        notes: columns.notes,
+    }))
+}
+
+/// The group fields to audit — `--by`, else the task record's, else every field the
+/// predictions carry — resolved against the recorded ones; `Err` is why the task is skipped.
+fn audited_fields(
+    record: &TaskRecord,
+    options: &AuditOptions,
+    available: &BTreeSet<String>,
+) -> std::result::Result<ResolvedFields, String> {
     let avail_list = || {
         if available.is_empty() {
             "none (its predictions carry no `groups`)".to_string()
@@ -586,25 +545,19 @@ fn audit_task(
             available.iter().cloned().collect::<Vec<_>>().join(", ")
         }
     };
-    if items.is_empty() {
-        return Ok(Err(format!(
-            "no scored questions ({} predictions, {n_errors} errors)",
-            preds.len()
-        )));
-    }
     let requested: Vec<String> = match &options.by {
         Some(by) => by.clone(),
         None if !record.groups.is_empty() => record.groups.clone(),
         None => available.iter().cloned().collect(),
     };
     if requested.is_empty() {
-        return Ok(Err(format!(
+        return Err(format!(
             "no group fields: the task record lists none and the predictions carry none; available fields: {}",
             avail_list()
-        )));
+        ));
     }
-    let (fields, field_aliases) = match resolve_fields(&requested, &available) {
-        Ok(x) => x,
+    match resolve_fields(&requested, available) {
+        Ok(x) => Ok(x),
         Err(unknown) => {
             let msg = format!(
                 "unknown group field{} {}; available fields: {}",
@@ -613,20 +566,17 @@ fn audit_task(
                 avail_list()
             );
             // An explicit --by naming a field no task has is a usage error right away.
-            return Ok(Err(msg));
+            Err(msg)
         }
-    };
-    let (min_group, min_group_source) = match options.min_group {
-        Some(m) => (m, "option"),
-        None => match task_min_group(record, run_dir) {
-            Some(m) => (m, "task"),
-            None => (fairness::DEFAULT_MIN_GROUP_SIZE, "default"),
-        },
-    };
-    let fopts = FairnessOptions {
-        min_group_size: min_group,
-        bootstrap,
-    };
+    }
+}
+
+/// One grouping per field, or per field and every intersection of them.
+fn groupings_of(
+    items: &[Question<Prediction>],
+    fields: &[String],
+    intersections: bool,
+) -> Result<Vec<Grouping>> {
     let columns: Vec<Vec<&str>> = fields
         .iter()
         .map(|f| {
@@ -641,263 +591,305 @@ fn audit_task(
         .zip(&columns)
         .map(|(f, c)| (f.as_str(), c.as_slice()))
         .collect();
-    let groupings: Vec<Grouping> = if options.intersections {
+    Ok(if intersections {
         groupings_with_intersections(&named)?
     } else {
         named
             .iter()
             .map(|f| group_by(std::slice::from_ref(f)))
             .collect::<Result<_>>()?
-    };
+    })
+}
 
-    let numeric = record.style == "numeric";
-    let has_correctness = !numeric || items.iter().any(|s| s.first.correct.is_some());
-    let correct: Vec<bool> = items.iter().map(|s| s.correct).collect();
-    let n = items.len();
-    let k = correct.iter().filter(|c| **c).count() as u64;
-    let mut notes = Vec::new();
-    let overall = if has_correctness {
-        Some(options.interval.compute(k, n as u64, options.confidence)?)
-    } else {
-        notes.push("numeric task without bins: no accuracy, MAE only".to_string());
-        None
-    };
+/// A task's scored questions as the columns every grouping reads — correctness, clusters,
+/// labels, binary and numeric answers — with the task-wide figures and notes.
+struct TaskColumns<'a> {
+    numeric: bool,
+    has_correctness: bool,
+    has_clusters: bool,
+    correct: Vec<bool>,
+    values: Vec<f64>,
+    cluster_of: Vec<&'a str>,
+    per_class_ok: bool,
+    truth_labels: Vec<&'a str>,
+    pred_labels: Vec<&'a str>,
+    positive_label: Option<String>,
+    binary_keep: Vec<bool>,
+    bin_truth: Vec<bool>,
+    bin_pred: Vec<bool>,
+    numeric_keep: Vec<bool>,
+    num_truth: Vec<f64>,
+    num_pred: Vec<f64>,
+    overall: Option<Interval>,
+    overall_clustered: Option<ClusteredMean>,
+    mae: Option<Interval>,
+    notes: Vec<String>,
+}
 
-    // Clusters: an item without one is its own cluster.
-    let has_clusters = items.iter().any(|s| s.first.cluster.is_some());
-    let cluster_of: Vec<&str> = if has_clusters {
-        items
-            .iter()
-            .map(|s| s.first.cluster.as_deref().unwrap_or(s.first.id.as_str()))
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let values: Vec<f64> = correct.iter().map(|&c| f64::from(u8::from(c))).collect();
-    let overall_clustered = if has_clusters && has_correctness {
-        Some(clustered_mean_se(
-            &values,
-            &cluster_of,
-            ClusterCorrection::default(),
-        )?)
-    } else {
-        None
-    };
-
-    // Numeric answers for MAE.
-    let numeric_pairs: Vec<Option<(f64, f64)>> = if numeric {
-        items
-            .iter()
-            .map(|s| Some((s.first.target_value?, s.first.parsed_value?)))
-            .map(|p| p.filter(|(t, v)| t.is_finite() && v.is_finite()))
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let mae = if numeric {
-        let errs: Vec<f64> = numeric_pairs
-            .iter()
-            .flatten()
-            .map(|(t, p)| (t - p).abs())
-            .collect();
-        if errs.is_empty() {
-            None
+impl<'a> TaskColumns<'a> {
+    fn new(
+        record: &TaskRecord,
+        items: &[Question<'a, Prediction>],
+        options: &AuditOptions,
+        bootstrap: BootstrapConfig,
+    ) -> Result<TaskColumns<'a>> {
+        let numeric = record.style == "numeric";
+        let has_correctness = !numeric || items.iter().any(|s| s.first.correct.is_some());
+        let correct: Vec<bool> = items.iter().map(|s| s.correct).collect();
+        let k = correct.iter().filter(|c| **c).count() as u64;
+        let mut notes = Vec::new();
+        let overall = if has_correctness {
+            Some(
+                options
+                    .interval
+                    .compute(k, items.len() as u64, options.confidence)?,
+            )
         } else {
-            Some(stats::bootstrap_mean(&errs, &bootstrap.salted(0x3ae))?)
-        }
-    } else {
-        None
-    };
+            notes.push("numeric task without bins: no accuracy, MAE only".to_string());
+            None
+        };
 
-    // Per-class metrics need every scored item's target label.
-    let label_task = !numeric && !record.labels.is_empty() && !record.circular;
-    let per_class_ok = label_task && items.iter().all(|s| s.first.target_label.is_some());
-    if label_task && !per_class_ok {
-        notes.push("per-class metrics left out: some predictions lack target_label".into());
-    }
-    if record.circular {
-        notes.push(
-            "circular task: per-class and binary measures are left out (a question is scored over all its rotations)"
-                .into(),
-        );
-    }
-    let truth_labels: Vec<&str> = if per_class_ok {
-        items
-            .iter()
-            .map(|s| s.first.target_label.as_deref().unwrap_or(""))
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let pred_labels: Vec<&str> = if per_class_ok {
-        items
-            .iter()
-            .map(|s| {
-                if s.unparseable {
-                    UNPARSEABLE_LABEL
-                } else {
-                    s.first.parsed_label.as_deref().unwrap_or(UNPARSEABLE_LABEL)
-                }
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
-
-    // fairlearn's binary measures for two-label tasks; unparseable answers are neither
-    // positive nor negative predictions, so they are left out of these measures only.
-    let positive_label = if per_class_ok && record.labels.len() == 2 {
-        let pos = options
-            .positive
-            .clone()
-            .unwrap_or_else(|| record.labels[1].clone());
-        if !record.labels.contains(&pos) {
-            return Err(input_error(format!(
-                "--positive {pos}: task {} has labels {}",
-                record.name,
-                record.labels.join(", ")
-            )));
-        }
-        Some(pos)
-    } else {
-        None
-    };
-    let binary_keep: Vec<bool> = if positive_label.is_some() {
-        items.iter().map(|s| !s.unparseable).collect()
-    } else {
-        Vec::new()
-    };
-    if positive_label.is_some() {
-        let left_out = binary_keep.iter().filter(|k| !**k).count();
-        if left_out > 0 {
-            notes.push(format!(
-                "binary measures leave out {left_out} unparseable answers (neither a positive nor a negative prediction)"
-            ));
-        }
-    }
-    let (bin_truth, bin_pred): (Vec<bool>, Vec<bool>) = match &positive_label {
-        Some(pos) => truth_labels
-            .iter()
-            .zip(&pred_labels)
-            .zip(&binary_keep)
-            .filter(|(_, k)| **k)
-            .map(|((t, p), _)| (*t == pos, *p == pos))
-            .unzip(),
-        None => (Vec::new(), Vec::new()),
-    };
-    let numeric_keep: Vec<bool> = numeric_pairs.iter().map(Option::is_some).collect();
-    let (num_truth, num_pred): (Vec<f64>, Vec<f64>) =
-        numeric_pairs.iter().flatten().copied().unzip();
-
-    let reports: Vec<GroupingReport> = groupings
-        .par_iter()
-        .enumerate()
-        .map(|(gi, grouping)| {
-            let salted = FairnessOptions {
-                bootstrap: fopts.bootstrap.salted(gi as u64 + 1),
-                ..fopts
-            };
-            let sizes = grouping.sizes();
-            let mut report = GroupingReport {
-                name: grouping.name.clone(),
-                fields: grouping.fields.clone(),
-                groups: Vec::new(),
-                small_groups: Vec::new(),
-                empty_intersections: grouping.empty_intersections.clone(),
-                empty_intersection_count: grouping.empty_count,
-                missing: grouping.missing,
-                measures: Vec::new(),
-                chi_square: None,
-                test: None,
-                p_holm: None,
-                p_bh: None,
-                per_class: Vec::new(),
-                mae: Vec::new(),
-                binary: None,
-            };
-            let clustered = if has_clusters && has_correctness {
-                clustered_by_group(&values, &cluster_of, grouping)?
-            } else {
-                vec![None; grouping.keys.len()]
-            };
-            if has_correctness {
-                let mut groups = group_accuracy(&correct, grouping, &salted)?;
-                report.measures = accuracy_disparities(&groups, &salted)?;
-                let large: Vec<_> = groups.iter().filter(|g| !g.small).collect();
-                report.chi_square = Some(correctness_by_group(
-                    &large.iter().map(|g| g.correct).collect::<Vec<_>>(),
-                    &large.iter().map(|g| g.n).collect::<Vec<_>>(),
-                )?);
-                for (g, c) in groups.iter_mut().zip(clustered) {
-                    if options.interval == ProportionInterval::ClopperPearson {
-                        g.accuracy = stats::clopper_pearson(g.correct, g.n, options.confidence)?;
-                        g.error = stats::clopper_pearson(g.n - g.correct, g.n, options.confidence)?;
-                    }
-                    report.groups.push(GroupReport {
-                        key: g.key.clone(),
-                        n: g.n,
-                        small: g.small,
-                        correct: Some(g.correct),
-                        accuracy: Some(g.accuracy.clone()),
-                        error: Some(g.error.clone()),
-                        clustered: c,
-                    });
-                }
-            } else {
-                for (key, &n) in grouping.keys.iter().zip(&sizes) {
-                    report.groups.push(GroupReport {
-                        key: key.clone(),
-                        n,
-                        small: (n as usize) < min_group,
-                        correct: None,
-                        accuracy: None,
-                        error: None,
-                        clustered: None,
-                    });
-                }
-            }
-            report.small_groups = report
-                .groups
+        // Clusters: an item without one is its own cluster.
+        let has_clusters = items.iter().any(|s| s.first.cluster.is_some());
+        let cluster_of: Vec<&str> = if has_clusters {
+            items
                 .iter()
-                .filter(|g| g.small)
-                .map(|g| g.key.clone())
-                .collect();
-            if per_class_ok {
-                report.per_class =
-                    per_class_by_group(&truth_labels, &pred_labels, grouping, &salted)?;
-            }
-            if positive_label.is_some() && !bin_truth.is_empty() {
-                let sub = subset_grouping(grouping, &binary_keep);
-                report.binary = Some(binary_fairness(&bin_truth, &bin_pred, &sub, &salted)?);
-            }
-            if numeric && !num_truth.is_empty() {
-                let sub = subset_grouping(grouping, &numeric_keep);
-                report.mae = mae_by_group(&num_truth, &num_pred, &sub, &salted)?;
-            }
-            Ok(report)
-        })
-        .collect::<Result<_>>()?;
+                .map(|s| s.first.cluster.as_deref().unwrap_or(s.first.id.as_str()))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let values: Vec<f64> = correct.iter().map(|&c| f64::from(u8::from(c))).collect();
+        let overall_clustered = if has_clusters && has_correctness {
+            Some(clustered_mean_se(
+                &values,
+                &cluster_of,
+                ClusterCorrection::default(),
+            )?)
+        } else {
+            None
+        };
 
-    Ok(Ok(TaskAudit {
-        task: record.name.clone(),
-        version: record.version.clone(),
-        fingerprint: record.fingerprint.clone(),
-        style: record.style.clone(),
-        n,
-        n_errors,
-        n_unparseable: items.iter().filter(|s| s.unparseable).count(),
-        min_group,
-        min_group_source: min_group_source.into(),
-        fields,
-        field_aliases,
-        available_fields: available.into_iter().collect(),
-        overall,
-        overall_clustered,
-        mae,
-        positive_label,
-        groupings: reports,
-        notes,
-    }))
+        // Numeric answers for MAE.
+        let numeric_pairs: Vec<Option<(f64, f64)>> = if numeric {
+            items
+                .iter()
+                .map(|s| Some((s.first.target_value?, s.first.parsed_value?)))
+                .map(|p| p.filter(|(t, v)| t.is_finite() && v.is_finite()))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mae = if numeric {
+            let errs: Vec<f64> = numeric_pairs
+                .iter()
+                .flatten()
+                .map(|(t, p)| (t - p).abs())
+                .collect();
+            if errs.is_empty() {
+                None
+            } else {
+                Some(stats::bootstrap_mean(&errs, &bootstrap.salted(0x3ae))?)
+            }
+        } else {
+            None
+        };
+
+        // Per-class metrics need every scored item's target label.
+        let label_task = !numeric && !record.labels.is_empty() && !record.circular;
+        let per_class_ok = label_task && items.iter().all(|s| s.first.target_label.is_some());
+        if label_task && !per_class_ok {
+            notes.push("per-class metrics left out: some predictions lack target_label".into());
+        }
+        if record.circular {
+            notes.push(
+                "circular task: per-class and binary measures are left out (a question is scored over all its rotations)"
+                    .into(),
+            );
+        }
+        let truth_labels: Vec<&str> = if per_class_ok {
+            items
+                .iter()
+                .map(|s| s.first.target_label.as_deref().unwrap_or(""))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let pred_labels: Vec<&str> = if per_class_ok {
+            items
+                .iter()
+                .map(|s| {
+                    if s.unparseable {
+                        UNPARSEABLE_LABEL
+                    } else {
+                        s.first.parsed_label.as_deref().unwrap_or(UNPARSEABLE_LABEL)
+                    }
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+
+        // fairlearn's binary measures for two-label tasks; unparseable answers are neither
+        // positive nor negative predictions, so they are left out of these measures only.
+        let positive_label = if per_class_ok && record.labels.len() == 2 {
+            let pos = options
+                .positive
+                .clone()
+                .unwrap_or_else(|| record.labels[1].clone());
+            if !record.labels.contains(&pos) {
+                return Err(input_error(format!(
+                    "--positive {pos}: task {} has labels {}",
+                    record.name,
+                    record.labels.join(", ")
+                )));
+            }
+            Some(pos)
+        } else {
+            None
+        };
+        let binary_keep: Vec<bool> = if positive_label.is_some() {
+            items.iter().map(|s| !s.unparseable).collect()
+        } else {
+            Vec::new()
+        };
+        if positive_label.is_some() {
+            let left_out = binary_keep.iter().filter(|k| !**k).count();
+            if left_out > 0 {
+                notes.push(format!(
+                    "binary measures leave out {left_out} unparseable answers (neither a positive nor a negative prediction)"
+                ));
+            }
+        }
+        let (bin_truth, bin_pred): (Vec<bool>, Vec<bool>) = match &positive_label {
+            Some(pos) => truth_labels
+                .iter()
+                .zip(&pred_labels)
+                .zip(&binary_keep)
+                .filter(|(_, k)| **k)
+                .map(|((t, p), _)| (*t == pos, *p == pos))
+                .unzip(),
+            None => (Vec::new(), Vec::new()),
+        };
+        let numeric_keep: Vec<bool> = numeric_pairs.iter().map(Option::is_some).collect();
+        let (num_truth, num_pred): (Vec<f64>, Vec<f64>) =
+            numeric_pairs.iter().flatten().copied().unzip();
+        Ok(TaskColumns {
+            numeric,
+            has_correctness,
+            has_clusters,
+            correct,
+            values,
+            cluster_of,
+            per_class_ok,
+            truth_labels,
+            pred_labels,
+            positive_label,
+            binary_keep,
+            bin_truth,
+            bin_pred,
+            numeric_keep,
+            num_truth,
+            num_pred,
+            overall,
+            overall_clustered,
+            mae,
+            notes,
+        })
+    }
+}
+
+/// The report of one grouping: per-group accuracy (with clustered errors), disparities and the
+/// chi-square test, per-class, binary and MAE measures where the task has them.
+fn grouping_report(
+    c: &TaskColumns,
+    grouping: &Grouping,
+    gi: usize,
+    fopts: FairnessOptions,
+    options: &AuditOptions,
+    min_group: usize,
+) -> Result<GroupingReport> {
+    let salted = FairnessOptions {
+        bootstrap: fopts.bootstrap.salted(gi as u64 + 1),
+        ..fopts
+    };
+    let sizes = grouping.sizes();
+    let mut report = GroupingReport {
+        name: grouping.name.clone(),
+        fields: grouping.fields.clone(),
+        groups: Vec::new(),
+        small_groups: Vec::new(),
+        empty_intersections: grouping.empty_intersections.clone(),
+        empty_intersection_count: grouping.empty_count,
+        missing: grouping.missing,
+        measures: Vec::new(),
+        chi_square: None,
+        test: None,
+        p_holm: None,
+        p_bh: None,
+        per_class: Vec::new(),
+        mae: Vec::new(),
+        binary: None,
+    };
+    let clustered = if c.has_clusters && c.has_correctness {
+        clustered_by_group(&c.values, &c.cluster_of, grouping)?
+    } else {
+        vec![None; grouping.keys.len()]
+    };
+    if c.has_correctness {
+        let mut groups = group_accuracy(&c.correct, grouping, &salted)?;
+        report.measures = accuracy_disparities(&groups, &salted)?;
+        let large: Vec<_> = groups.iter().filter(|g| !g.small).collect();
+        report.chi_square = Some(correctness_by_group(
+            &large.iter().map(|g| g.correct).collect::<Vec<_>>(),
+            &large.iter().map(|g| g.n).collect::<Vec<_>>(),
+        )?);
+        for (g, c) in groups.iter_mut().zip(clustered) {
+            if options.interval == ProportionInterval::ClopperPearson {
+                g.accuracy = stats::clopper_pearson(g.correct, g.n, options.confidence)?;
+                g.error = stats::clopper_pearson(g.n - g.correct, g.n, options.confidence)?;
+            }
+            report.groups.push(GroupReport {
+                key: g.key.clone(),
+                n: g.n,
+                small: g.small,
+                correct: Some(g.correct),
+                accuracy: Some(g.accuracy.clone()),
+                error: Some(g.error.clone()),
+                clustered: c,
+            });
+        }
+    } else {
+        for (key, &n) in grouping.keys.iter().zip(&sizes) {
+            report.groups.push(GroupReport {
+                key: key.clone(),
+                n,
+                small: (n as usize) < min_group,
+                correct: None,
+                accuracy: None,
+                error: None,
+                clustered: None,
+            });
+        }
+    }
+    report.small_groups = report
+        .groups
+        .iter()
+        .filter(|g| g.small)
+        .map(|g| g.key.clone())
+        .collect();
+    if c.per_class_ok {
+        report.per_class = per_class_by_group(&c.truth_labels, &c.pred_labels, grouping, &salted)?;
+    }
+    if c.positive_label.is_some() && !c.bin_truth.is_empty() {
+        let sub = subset_grouping(grouping, &c.binary_keep);
+        report.binary = Some(binary_fairness(&c.bin_truth, &c.bin_pred, &sub, &salted)?);
+    }
+    if c.numeric && !c.num_truth.is_empty() {
+        let sub = subset_grouping(grouping, &c.numeric_keep);
+        report.mae = mae_by_group(&c.num_truth, &c.num_pred, &sub, &salted)?;
+    }
+    Ok(report)
 }
 
 /// Clustered standard error of accuracy within each group.
@@ -924,328 +916,10 @@ fn clustered_by_group(
         .collect()
 }
 
-// ---------------------------------------------------------------------------------------
-// Markdown
-
-fn pct(x: f64) -> String {
-    format!("{:.1}", 100.0 * x)
-}
-
-fn interval_pct(i: &Interval) -> String {
-    format!("{} [{}, {}]", pct(i.estimate), pct(i.low), pct(i.high))
-}
-
-fn p_fmt(p: f64) -> String {
-    // Exact tail probabilities on 10⁶ pairs underflow to 0; say so instead of "0e0".
-    if p < f64::MIN_POSITIVE {
-        "< 1e-300".to_string()
-    } else if p < 1e-4 {
-        format!("{p:.1e}")
-    } else {
-        format!("{p:.4}")
-    }
-}
-
-/// A measure's value in the unit it is reported in: accuracies and differences in points,
-/// ratios as plain numbers.
-fn measure_fmt(m: &Measure) -> String {
-    let points = !(m.name.contains("ratio"));
-    let f = |x: f64| {
-        if points {
-            format!("{:.1}", 100.0 * x)
-        } else {
-            format!("{x:.3}")
-        }
-    };
-    match m.estimate {
-        None => format!(
-            "undefined ({})",
-            m.reason.as_deref().unwrap_or("no reason given")
-        ),
-        Some(e) => match (m.low, m.high) {
-            (Some(l), Some(h)) => format!("{} [{}, {}]", f(e), f(l), f(h)),
-            _ => format!(
-                "{} ({})",
-                f(e),
-                m.reason.as_deref().unwrap_or("no interval")
-            ),
-        },
-    }
-}
-
-/// The readable report.
-pub fn to_markdown(report: &AuditReport) -> String {
-    let mut s = String::new();
-    let conf = format!("{:.0}%", 100.0 * report.confidence);
-    let method = match report.interval {
-        ProportionInterval::Wilson => "Wilson",
-        ProportionInterval::ClopperPearson => "Clopper–Pearson",
-    };
-    let _ = writeln!(s, "# Fairness audit\n");
-    let _ = writeln!(
-        s,
-        "Accuracies are percentages with {conf} {method} intervals; disparity measures have {conf} \
-         within-group bootstrap intervals ({} resamples). Differences are in points. Groups below \
-         the minimum size are shown with ⚠ and left out of gaps, ratios and tests. Chi-square \
-         p-values are adjusted across all {} tests of this report: Holm (confirmatory) and \
-         Benjamini–Hochberg (exploratory).\n",
-        report.resamples,
-        report.tests.len()
-    );
-    // Summary across runs.
-    let _ = writeln!(s, "## Summary\n");
-    let _ = writeln!(
-        s,
-        "| run | model | task | n | accuracy | grouping | worst group | max−min gap | χ² p (Holm) |"
-    );
-    let _ = writeln!(s, "|---|---|---|---:|---|---|---|---|---|");
-    for run in &report.runs {
-        for t in &run.tasks {
-            for g in t.groupings.iter().filter(|g| g.fields.len() == 1) {
-                let worst = g
-                    .groups
-                    .iter()
-                    .filter(|x| !x.small)
-                    .filter_map(|x| Some((x, x.accuracy.as_ref()?.estimate)))
-                    .min_by(|a, b| a.1.total_cmp(&b.1))
-                    .map(|(x, a)| format!("{} ({})", x.key, pct(a)))
-                    .unwrap_or_else(|| "—".into());
-                let gap = g
-                    .measures
-                    .iter()
-                    .find(|m| m.name == "difference_between_groups")
-                    .map(measure_fmt)
-                    .unwrap_or_else(|| "—".into());
-                let _ = writeln!(
-                    s,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                    run.run,
-                    run.model,
-                    t.task,
-                    t.n,
-                    t.overall
-                        .as_ref()
-                        .map(interval_pct)
-                        .unwrap_or_else(|| "—".into()),
-                    g.name,
-                    worst,
-                    gap,
-                    g.p_holm.map(p_fmt).unwrap_or_else(|| "—".into())
-                );
-            }
-        }
-    }
-    let _ = writeln!(s);
-    for run in &report.runs {
-        let _ = writeln!(s, "## Run `{}` — {}\n", run.run, run.model);
-        for skip in &run.skipped {
-            let _ = writeln!(s, "- task **{}** not audited: {}", skip.task, skip.reason);
-        }
-        if !run.skipped.is_empty() {
-            let _ = writeln!(s);
-        }
-        for t in &run.tasks {
-            task_markdown(&mut s, t);
-        }
-    }
-    s
-}
-
-fn task_markdown(s: &mut String, t: &TaskAudit) {
-    let _ = writeln!(s, "### {} (v{})\n", t.task, t.version);
-    let _ = writeln!(
-        s,
-        "n = {} scored questions, {} errors, {} unparseable. Minimum group size {} ({}). Fields: {}.",
-        t.n,
-        t.n_errors,
-        t.n_unparseable,
-        t.min_group,
-        t.min_group_source,
-        t.fields.join(", ")
-    );
-    for (asked, used) in &t.field_aliases {
-        let _ = writeln!(s, "Field `{asked}` is read from `{used}`.");
-    }
-    if let Some(o) = &t.overall {
-        let _ = write!(s, "Overall accuracy {}", interval_pct(o));
-        if let Some(c) = &t.overall_clustered {
-            let _ = write!(
-                s,
-                "; standard error {:.2} points iid, {:.2} clustered over {} clusters",
-                100.0 * c.se_iid,
-                100.0 * c.se_clustered,
-                c.clusters
-            );
-        }
-        let _ = writeln!(s, ".");
-    }
-    if let Some(m) = &t.mae {
-        let _ = writeln!(
-            s,
-            "MAE {:.2} [{:.2}, {:.2}] over {} readable answers.",
-            m.estimate, m.low, m.high, m.n
-        );
-    }
-    for note in &t.notes {
-        let _ = writeln!(s, "Note: {note}.");
-    }
-    let _ = writeln!(s);
-    for g in &t.groupings {
-        let _ = writeln!(s, "#### By {}\n", g.name);
-        let clustered = g.groups.iter().any(|x| x.clustered.is_some());
-        let has_acc = g.groups.iter().any(|x| x.accuracy.is_some());
-        let mae_of: HashMap<&str, &GroupMae> = g.mae.iter().map(|m| (m.key.as_str(), m)).collect();
-        let _ = write!(s, "| group | n |");
-        if has_acc {
-            let _ = write!(s, " accuracy | error |");
-        }
-        if clustered {
-            let _ = write!(s, " clustered SE |");
-        }
-        if !g.mae.is_empty() {
-            let _ = write!(s, " MAE |");
-        }
-        let _ = writeln!(s, " |");
-        let cols =
-            3 + 2 * usize::from(has_acc) + usize::from(clustered) + usize::from(!g.mae.is_empty());
-        let _ = writeln!(s, "|---|---:|{}", "---|".repeat(cols - 2));
-        for x in &g.groups {
-            let _ = write!(s, "| {} | {} |", x.key, x.n);
-            if has_acc {
-                let _ = write!(
-                    s,
-                    " {} | {} |",
-                    x.accuracy.as_ref().map(interval_pct).unwrap_or_default(),
-                    x.error.as_ref().map(interval_pct).unwrap_or_default()
-                );
-            }
-            if clustered {
-                let _ = write!(
-                    s,
-                    " {} |",
-                    x.clustered
-                        .as_ref()
-                        .map(|c| format!("{:.2}", 100.0 * c.se_clustered))
-                        .unwrap_or_default()
-                );
-            }
-            if !g.mae.is_empty() {
-                let _ = write!(
-                    s,
-                    " {} |",
-                    mae_of
-                        .get(x.key.as_str())
-                        .map(|m| format!(
-                            "{:.2} [{:.2}, {:.2}]",
-                            m.mae.estimate, m.mae.low, m.mae.high
-                        ))
-                        .unwrap_or_default()
-                );
-            }
-            let _ = writeln!(s, " {} |", if x.small { "⚠ small" } else { "" });
-        }
-        if g.empty_intersection_count > 0 {
-            let _ = writeln!(
-                s,
-                "\nEmpty intersections ({}): {}",
-                g.empty_intersection_count,
-                if g.empty_intersections.is_empty() {
-                    "too many to list".to_string()
-                } else {
-                    g.empty_intersections.join("; ")
-                }
-            );
-        }
-        if g.missing > 0 {
-            let _ = writeln!(s, "\n{} questions have no value for {}.", g.missing, g.name);
-        }
-        if !g.measures.is_empty() {
-            let _ = writeln!(s, "\n| measure | value |\n|---|---|");
-            for m in &g.measures {
-                let _ = writeln!(s, "| {} | {} |", m.name, measure_fmt(m));
-            }
-        }
-        if let Some(b) = &g.binary {
-            let _ = writeln!(
-                s,
-                "\nBinary measures (positive class `{}`):\n\n| measure | value |\n|---|---|",
-                t.positive_label.as_deref().unwrap_or("?")
-            );
-            for m in &b.measures {
-                let _ = writeln!(s, "| {} | {} |", m.name, measure_fmt(m));
-            }
-        }
-        if let Some(cs) = &g.chi_square {
-            match (cs.statistic, cs.p_value) {
-                (Some(x2), Some(p)) => {
-                    let _ = writeln!(
-                        s,
-                        "\nχ² test of correctness × group: X² = {x2:.2}, dof = {}, p = {}, Holm p = {}, BH p = {}.",
-                        cs.dof,
-                        p_fmt(p),
-                        g.p_holm.map(p_fmt).unwrap_or_else(|| "—".into()),
-                        g.p_bh.map(p_fmt).unwrap_or_else(|| "—".into())
-                    );
-                }
-                _ => {
-                    let _ = writeln!(
-                        s,
-                        "\nχ² test of correctness × group: undefined ({}).",
-                        cs.reason.as_deref().unwrap_or("no reason given")
-                    );
-                }
-            }
-        }
-        if g.fields.len() == 1 && !g.per_class.is_empty() {
-            per_class_markdown(s, g);
-        }
-        let _ = writeln!(s);
-    }
-}
-
-fn per_class_markdown(s: &mut String, g: &GroupingReport) {
-    let labels: Vec<&str> = g.per_class[0]
-        .classes
-        .iter()
-        .map(|c| c.label.as_str())
-        .filter(|l| *l != UNPARSEABLE_LABEL)
-        .collect();
-    let _ = writeln!(s, "\nPer-class recall / precision (%):\n");
-    let _ = writeln!(s, "| group | {} |", labels.join(" | "));
-    let _ = writeln!(s, "|---|{}", "---|".repeat(labels.len()));
-    for gc in &g.per_class {
-        let cells: Vec<String> = gc
-            .classes
-            .iter()
-            .filter(|c| c.label != UNPARSEABLE_LABEL)
-            .map(|c| {
-                let r = c
-                    .recall
-                    .as_ref()
-                    .map(|i| pct(i.estimate))
-                    .unwrap_or_else(|| "—".into());
-                let p = c
-                    .precision
-                    .as_ref()
-                    .map(|i| pct(i.estimate))
-                    .unwrap_or_else(|| "—".into());
-                format!("{r} / {p}")
-            })
-            .collect();
-        let _ = writeln!(
-            s,
-            "| {}{} | {} |",
-            gc.key,
-            if gc.small { " ⚠" } else { "" },
-            cells.join(" | ")
-        );
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run_folder::ModelRecord;
+    use crate::run_folder::{Manifest, ModelRecord, Outcome};
 
     fn pred(id: &str, rotation: usize, ok: bool, gender: &str, race: &str) -> Prediction {
         let mut groups = BTreeMap::new();
@@ -1319,7 +993,7 @@ mod tests {
             pred("b", 1, true, "F", "x"),
         ];
         let refs: Vec<&Prediction> = preds.iter().collect();
-        let (items, errors) = scored(&record(true), &refs);
+        let (items, errors) = fold_rotations(&refs, record(true).circular);
         assert_eq!((items.len(), errors), (2, 0));
         assert_eq!(
             items.iter().map(|s| s.correct).collect::<Vec<_>>(),

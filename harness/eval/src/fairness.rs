@@ -25,12 +25,11 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::input_error;
-use crate::stats::bootstrap::{
-    bootstrap_mean, multinomial_counts, quantile_sorted, resample_rng, BootstrapConfig,
-};
+use crate::stats::bootstrap::{bootstrap_mean, multinomial_counts, resample_rng, BootstrapConfig};
 use crate::stats::hypothesis::{correctness_by_group, ChiSquare};
 use crate::stats::intervals::wilson;
 use crate::stats::multiple::holm;
+use crate::stats::quantile_sorted;
 use crate::stats::Interval;
 
 /// Groups smaller than this are flagged and excluded from disparity measures by default.
@@ -959,4 +958,99 @@ fn audit_grouping(
         chi_square,
         chi_square_p_holm: None,
     })
+}
+/// A group's `(correct, n)`.
+type Cell = (u64, u64);
+
+/// Max−min accuracy over the eligible groups from per-group `(correct, n)`.
+fn gap(cells: &[Cell], eligible: &[bool]) -> f64 {
+    let accs: Vec<f64> = cells
+        .iter()
+        .zip(eligible)
+        .filter(|(_, e)| **e)
+        .map(|((k, n), _)| *k as f64 / *n as f64)
+        .collect();
+    let hi = accs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let lo = accs.iter().copied().fold(f64::INFINITY, f64::min);
+    hi - lo
+}
+
+/// How the max−min accuracy gap over groups changed between two paired sets of answers to the
+/// same questions (`second` − `first`), with its bootstrap replicates.
+pub struct GapChange {
+    /// Groups with at least the minimum number of questions; only they enter the gap.
+    pub eligible_groups: usize,
+    /// gap(second) − gap(first); NaN with fewer than two eligible groups.
+    pub delta: f64,
+    /// Bootstrap replicates of `delta`, sorted; empty with fewer than two eligible groups.
+    pub replicates: Vec<f64>,
+}
+
+/// The change in the max−min gap of `grouping`, `second` against `first`. The bootstrap is
+/// paired and within groups: each group's questions are resampled together for both sets,
+/// which is a multinomial draw of the group's (both right, only second, only first, neither)
+/// counts (see `docs/statistics.md`, count-level resampling).
+pub fn paired_gap_change(
+    first: &[bool],
+    second: &[bool],
+    grouping: &Grouping,
+    min_group: usize,
+    bootstrap: &BootstrapConfig,
+) -> GapChange {
+    // Paired cells per group: [both, only second, only first, neither].
+    let mut cells = vec![[0u64; 4]; grouping.keys.len()];
+    for ((a, b), g) in first.iter().zip(second).zip(&grouping.assignment) {
+        if let Some(g) = g {
+            let k = match (a, b) {
+                (true, true) => 0,
+                (false, true) => 1,
+                (true, false) => 2,
+                (false, false) => 3,
+            };
+            cells[*g as usize][k] += 1;
+        }
+    }
+    let eligible: Vec<bool> = cells
+        .iter()
+        .map(|c| c.iter().sum::<u64>() as usize >= min_group)
+        .collect();
+    let eligible_groups = eligible.iter().filter(|e| **e).count();
+    if eligible_groups < 2 {
+        return GapChange {
+            eligible_groups,
+            delta: f64::NAN,
+            replicates: Vec::new(),
+        };
+    }
+    let split = |c: &[[u64; 4]]| -> (Vec<Cell>, Vec<Cell>) {
+        c.iter()
+            .map(|x| {
+                let n = x.iter().sum::<u64>();
+                ((x[0] + x[2], n), (x[0] + x[1], n))
+            })
+            .unzip()
+    };
+    let diff = |c: &[[u64; 4]]| {
+        let (a, b) = split(c);
+        gap(&b, &eligible) - gap(&a, &eligible)
+    };
+    let delta = diff(&cells);
+    let weights: Vec<[f64; 4]> = cells.iter().map(|c| c.map(|x| x as f64)).collect();
+    let mut replicates: Vec<f64> = (0..bootstrap.resamples)
+        .into_par_iter()
+        .map(|b| {
+            let mut rng = resample_rng(bootstrap.seed, b);
+            let mut drawn = vec![[0u64; 4]; cells.len()];
+            for (g, c) in cells.iter().enumerate() {
+                multinomial_counts(&mut rng, c.iter().sum(), &weights[g], &mut drawn[g]);
+            }
+            diff(&drawn)
+        })
+        .collect();
+    replicates.sort_by(f64::total_cmp);
+    GapChange {
+        eligible_groups,
+        delta,
+        replicates,
+    }
 }

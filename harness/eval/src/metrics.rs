@@ -10,7 +10,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::run_folder::{self, Manifest, Outcome, Prediction, TaskRecord};
+use crate::run_folder::{self, fold_rotations, Manifest, Prediction, Question, TaskRecord};
 use crate::stats::{self, BootstrapConfig, Interval, DEFAULT_CONFIDENCE};
 use crate::telemetry::{self, RunTelemetry};
 
@@ -68,48 +68,12 @@ pub struct RunMetrics {
     pub telemetry: Option<RunTelemetry>,
 }
 
-/// One scored question after circular rotations are folded together.
-struct Folded<'a> {
-    first: &'a Prediction,
-    correct: bool,
-    unparseable: bool,
-}
-
-fn fold<'a>(preds: &[&'a Prediction], circular: bool) -> (Vec<Folded<'a>>, usize) {
-    let mut by_id: BTreeMap<&str, Vec<&'a Prediction>> = BTreeMap::new();
-    for p in preds {
-        by_id.entry(p.id.as_str()).or_default().push(p);
-    }
-    let mut folded = Vec::new();
-    let mut errors = 0;
-    for (_, mut group) in by_id {
-        group.sort_by_key(|p| p.rotation);
-        if !circular {
-            // Several lines for one id only happen with a circular task; keep each.
-            for p in group {
-                if p.outcome == Outcome::Error {
-                    errors += 1;
-                } else {
-                    folded.push(Folded {
-                        first: p,
-                        correct: p.correct == Some(true),
-                        unparseable: p.outcome == Outcome::Unparseable,
-                    });
-                }
-            }
-            continue;
-        }
-        if group.iter().any(|p| p.outcome == Outcome::Error) {
-            errors += 1;
-            continue;
-        }
-        folded.push(Folded {
-            first: group[0],
-            correct: group.iter().all(|p| p.correct == Some(true)),
-            unparseable: group.iter().any(|p| p.outcome == Outcome::Unparseable),
-        });
-    }
-    (folded, errors)
+/// Scored questions of one task in the order scores are computed in: by id, then rotation.
+/// Bootstrap resamples follow item order, so the order is part of the seeded result.
+fn fold<'a>(preds: &[&'a Prediction], circular: bool) -> (Vec<Question<'a, Prediction>>, usize) {
+    let mut sorted = preds.to_vec();
+    sorted.sort_by(|a, b| (&a.id, a.rotation).cmp(&(&b.id, b.rotation)));
+    fold_rotations(&sorted, circular)
 }
 
 fn proportion(k: usize, n: usize) -> Option<Interval> {

@@ -255,9 +255,67 @@ pub fn resolve(spec: &str, baselines_dir: Option<&Path>) -> anyhow::Result<Loade
             "no built-in manifest of that name (--baselines-dir adds a folder of manifests)".into()
         }
     };
+    let suggestion = closest_name(
+        spec,
+        ["random", "majority"]
+            .into_iter()
+            .chain(known.iter().map(String::as_str)),
+    )
+    .map(|n| format!(". Did you mean {n}?"))
+    .unwrap_or_default();
     Err(input_error(format!(
-        "unknown model \"{spec}\": not a manifest file, {searched}, not a checkpoint folder with config.json. Known: random, majority{}{}",
+        "unknown model \"{spec}\": not a manifest file, {searched}, not a checkpoint folder with config.json. Known: random, majority{}{}{suggestion}",
         if known.is_empty() { "" } else { ", " },
         known.join(", ")
     )))
+}
+
+/// The known name nearest to a mistyped one, when it is near enough to be a typo: at most a
+/// third of its characters edited (case ignored), and at least one.
+fn closest_name<'a>(typed: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let typed = typed.to_lowercase();
+    let limit = (typed.chars().count() / 3).max(1);
+    known
+        .into_iter()
+        .map(|k| (edit_distance(&typed, &k.to_lowercase()), k))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+/// Levenshtein distance over characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mistyped_model_name_gets_the_nearest_known_one() {
+        assert_eq!(edit_distance("majorty", "majority"), 1);
+        assert_eq!(
+            closest_name("majorty", ["random", "majority"]),
+            Some("majority")
+        );
+        assert_eq!(
+            closest_name("Random", ["random", "majority"]),
+            Some("random")
+        );
+        assert_eq!(closest_name("qwen", ["random", "majority"]), None);
+    }
 }

@@ -680,7 +680,7 @@ pub fn run_with(
     manifest.warmup = Some(settings.warmup);
     manifest.batch_size = Some(settings.batch_size);
     if manifest.hardware.is_none() {
-        manifest.hardware = Some(telemetry::hardware());
+        manifest.hardware = Some(crate::hardware::hardware());
     }
     if let ModelHandle::Loaded(m) = handle {
         // What the loaded model says beats the caller's default.
@@ -701,7 +701,7 @@ pub fn run_with(
     let earlier_traffic = earlier_manifest
         .as_ref()
         .map_or((None, None), |m| (m.http_requests, m.cache_hits));
-    let monitor = telemetry::ResourceMonitor::start();
+    let monitor = crate::hardware::ResourceMonitor::start();
     let mut writer = RunWriter::open(&opts.out, &manifest, settings.retry_errors)?;
     let resumed = writer.resumed;
 

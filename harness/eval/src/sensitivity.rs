@@ -6,8 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use crate::audit;
-use crate::run_folder::{Prediction, TaskRecord};
+use crate::run_folder::{fold_rotations, Prediction, TaskRecord};
 use crate::stats::{self, Interval, PairedComparison, DEFAULT_CONFIDENCE};
 
 /// One phrasing's accuracy.
@@ -59,7 +58,7 @@ pub fn prompt_sensitivity(record: &TaskRecord, preds: &[&Prediction]) -> Option<
     let correct: Vec<HashMap<&str, bool>> = by_variant
         .iter()
         .map(|lines| {
-            audit::scored(record, lines)
+            fold_rotations(lines, record.circular)
                 .0
                 .into_iter()
                 .map(|s| (s.first.id.as_str(), s.correct))

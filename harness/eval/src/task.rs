@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 use crate::builtin::{self, Definition, Origin};
 use crate::error::input_error;
 use crate::labels::LabelSet;
+use crate::run_folder::TaskRecord;
 
 /// One task file.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -475,6 +476,20 @@ pub fn resolve(name_or_path: &str, tasks_dir: Option<&Path>) -> anyhow::Result<T
 /// of the same name), sorted by name.
 pub fn all(tasks_dir: Option<&Path>) -> anyhow::Result<Vec<Definition>> {
     builtin::all(&builtin::TASK_FILES, tasks_dir, false)
+}
+
+/// The minimum group size of the task a run recorded, when its TOML is still where the run
+/// recorded it and is the same file (same fingerprint); audits and the gate fall back to it.
+pub fn recorded_min_group(record: &TaskRecord, run_dir: &Path) -> Option<usize> {
+    if record.path.is_empty() {
+        return None;
+    }
+    let recorded = Path::new(&record.path);
+    let candidates = [recorded.to_path_buf(), run_dir.join(recorded)];
+    candidates.iter().find_map(|p| {
+        let t = Task::load(p).ok()?;
+        (t.fingerprint == record.fingerprint).then_some(t.spec.fairness.min_group)
+    })
 }
 
 #[cfg(test)]

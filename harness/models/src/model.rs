@@ -165,6 +165,25 @@ pub trait Model: Send {
         let _ = request;
         Ok(None)
     }
+
+    /// The text of one token id, for showing token-level log-probabilities; `None` when the
+    /// model has no tokenizer to ask.
+    fn token_text(&self, id: u32) -> Option<String> {
+        let _ = id;
+        None
+    }
+
+    /// Why `generation` ended, as OpenAI's `finish_reason` says it: `"length"` when the
+    /// answer ran into `max_tokens` (or the end of the model's context), else `"stop"`. The
+    /// default counts tokens; models that know their stop tokens and context override it.
+    fn finish_reason(&self, max_tokens: usize, generation: &Generation) -> &'static str {
+        let n = generation.token_ids.len();
+        if n >= max_tokens && n > 0 {
+            "length"
+        } else {
+            "stop"
+        }
+    }
 }
 
 /// An error meaning the model cannot answer anything now (its server is gone or keeps

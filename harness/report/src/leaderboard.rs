@@ -15,11 +15,11 @@ use faceval_eval::calibration::Calibration;
 use faceval_eval::error::input_error;
 use faceval_eval::fairness::{self, FairnessOptions, GroupAccuracy, Measure};
 use faceval_eval::metrics::{Confusion, TaskMetrics};
+use faceval_eval::run_folder::{Resources, Telemetry};
 use faceval_eval::sensitivity::PromptSensitivity;
 use faceval_eval::stats::{self, Interval};
 use rayon::prelude::*;
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::load::{self, RunData};
 use crate::published::{self, PublishedTable};
@@ -798,48 +798,25 @@ fn facexbench_tables(sections: &[Section]) -> Vec<BreakdownTable> {
     out
 }
 
-/// The first number found at one of `paths` (each a list of keys) in a telemetry object.
-fn telemetry_number(v: &Value, paths: &[&[&str]]) -> Option<f64> {
-    paths.iter().find_map(|path| {
-        path.iter()
-            .try_fold(v, |x, k| x.get(*k))
-            .and_then(Value::as_f64)
-    })
-}
-
 /// Efficiency figures from a telemetry summary (docs/telemetry.md): latency is the whole
-/// model call (`e2e_ms`); memory sits in the run-level `memory` object, passed as `memory`.
-fn perf_from_telemetry(v: &Value, memory: Option<&Value>) -> Perf {
-    let mem = |k: &str| {
-        memory
-            .and_then(|m| m.get(k))
-            .or_else(|| v.get(k))
-            .and_then(Value::as_f64)
-    };
+/// model call (`e2e_ms`); memory sits in the run-level `memory` object.
+fn perf_from_telemetry(t: Option<&Telemetry>, memory: Option<&Resources>) -> Perf {
+    let e2e = t.and_then(|t| t.e2e_ms.as_ref());
     Perf {
-        p50_ms: telemetry_number(
-            v,
-            &[&["e2e_ms", "p50"], &["latency_ms", "p50"], &["p50_ms"]],
-        ),
-        p95_ms: telemetry_number(
-            v,
-            &[&["e2e_ms", "p95"], &["latency_ms", "p95"], &["p95_ms"]],
-        ),
-        items_per_s: telemetry_number(v, &[&["items_per_s"]]),
-        peak_vram_bytes: mem("peak_vram_bytes"),
-        peak_rss_bytes: mem("peak_rss_bytes"),
+        p50_ms: e2e.map(|s| s.p50),
+        p95_ms: e2e.map(|s| s.p95),
+        items_per_s: t.and_then(|t| t.items_per_s),
+        peak_vram_bytes: memory.and_then(|m| m.peak_vram_bytes).map(|b| b as f64),
+        peak_rss_bytes: memory.and_then(|m| m.peak_rss_bytes).map(|b| b as f64),
         source: Some("telemetry".into()),
     }
 }
 
-fn task_telemetry<'a>(run: &'a RunData, task: &str) -> Option<&'a Value> {
-    run.task_telemetry.get(task).or_else(|| {
-        let t = run.telemetry.as_ref()?;
-        t.get("tasks")
-            .and_then(|x| x.get(task))
-            .or_else(|| t.get(task))
-            .filter(|x| x.is_object())
-    })
+/// A task's telemetry: `tasks.<name>.telemetry` where a writer put it there, else the
+/// runner's `telemetry.tasks.<name>`.
+fn task_telemetry<'a>(run: &'a RunData, task: &str) -> Option<&'a Telemetry> {
+    let t = run.telemetry.as_ref()?;
+    t.task(task).or_else(|| t.run.as_ref()?.tasks.get(task))
 }
 
 /// Type-7 quantile of sorted values.
@@ -847,11 +824,8 @@ fn quantile(sorted: &[f32], q: f64) -> Option<f64> {
     if sorted.is_empty() {
         return None;
     }
-    let pos = q * (sorted.len() - 1) as f64;
-    let lo = pos.floor() as usize;
-    let hi = pos.ceil() as usize;
-    let frac = pos - lo as f64;
-    Some(sorted[lo] as f64 * (1.0 - frac) + sorted[hi] as f64 * frac)
+    let wide: Vec<f64> = sorted.iter().map(|&x| f64::from(x)).collect();
+    Some(stats::quantile_sorted(&wide, q))
 }
 
 fn perf_from_latencies(sorted: &[f32]) -> Perf {
@@ -898,7 +872,7 @@ fn efficiency(plans: &[RowPlan], runs: &[RunData]) -> (Vec<EfficiencyRow>, Vec<S
                 .map(|t| sorted(t.latency_ms.clone()))
                 .unwrap_or_default();
             pooled.extend_from_slice(&lat);
-            let tele = task_telemetry(run, &v.name).map(|t| perf_from_telemetry(t, None));
+            let tele = task_telemetry(run, &v.name).map(|t| perf_from_telemetry(Some(t), None));
             any_telemetry |= tele.is_some();
             tasks.insert(
                 v.name.clone(),
@@ -907,12 +881,11 @@ fn efficiency(plans: &[RowPlan], runs: &[RunData]) -> (Vec<EfficiencyRow>, Vec<S
         }
         // An overall figure from telemetry only makes sense for a row made of one run.
         let overall_tele = match p.runs.as_slice() {
-            [i] => runs[*i].telemetry.as_ref().map(|t| {
-                perf_from_telemetry(
-                    t.get("overall").filter(|o| o.is_object()).unwrap_or(t),
-                    t.get("memory"),
-                )
-            }),
+            [i] => runs[*i]
+                .telemetry
+                .as_ref()
+                .filter(|t| t.run.is_some())
+                .map(|t| perf_from_telemetry(t.overall(), t.memory())),
             _ => None,
         };
         any_telemetry |= overall_tele.is_some();
@@ -1136,6 +1109,7 @@ fn run_notes(runs: &[RunData]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use faceval_eval::run_folder::RunTelemetry;
     use serde_json::json;
     use std::io::Write as _;
 
@@ -1266,7 +1240,7 @@ mod tests {
             "an empty run is never 0%"
         );
         assert!(rendered.markdown.contains("▲ "));
-        let json: Value = serde_json::from_str(&rendered.json).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&rendered.json).unwrap();
         assert_eq!(
             json["sections"][0]["rows"][1]["cells"][0]["significance"]["marker"],
             "better"
@@ -1301,17 +1275,18 @@ mod tests {
 
     #[test]
     fn telemetry_in_the_documented_shape_is_read() {
-        let t = json!({
+        let t: RunTelemetry = serde_json::from_value(json!({
             "overall": {"e2e_ms": {"p50": 12.5, "p95": 30.0}, "items_per_s": 4.2},
             "tasks": {"t": {"e2e_ms": {"p50": 11.0, "p95": 29.0}, "items_per_s": 4.0}},
             "memory": {"peak_vram_bytes": 5368709120u64, "peak_rss_bytes": 1073741824u64}
-        });
-        let p = perf_from_telemetry(&t["overall"], t.get("memory"));
+        }))
+        .unwrap();
+        let p = perf_from_telemetry(t.overall.as_ref(), t.memory.as_ref());
         assert_eq!(p.p50_ms, Some(12.5));
         assert_eq!(p.p95_ms, Some(30.0));
         assert_eq!(p.items_per_s, Some(4.2));
         assert_eq!(p.peak_vram_bytes, Some(5368709120.0));
-        let missing = perf_from_telemetry(&json!({}), None);
+        let missing = perf_from_telemetry(None, None);
         assert_eq!(missing.p50_ms, None);
         assert_eq!(
             crate::format::perf_cells(&missing)[2],

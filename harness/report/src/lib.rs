@@ -1,11 +1,40 @@
 //! Renders faceval results — leaderboards, fairness audits, gate decisions — as Markdown,
-//! JSON and self-contained HTML.
+//! JSON, text, JUnit XML and self-contained HTML.
 //!
-//! A report reads run folders ([`load`]), computes its content once ([`leaderboard`]), draws
-//! the figures ([`plots`], SVG and PNG) and writes `index.html`, `leaderboard.md`,
-//! `leaderboard.json` and `plots/*.png`. The format is described in `docs/reports.md`.
+//! This crate presents; `faceval-eval` computes. Every renderer of faceval lives here, and
+//! each takes a typed result from the eval crate.
+//!
+//! # Principal types
+//!
+//! - [`Report`] (`leaderboard.rs`): a leaderboard computed once from run folders — sections of
+//!   models × tasks, significance against a reference, efficiency, fairness fields, notes.
+//! - [`load::RunData`]: a run folder as a report reads it. Scores come from `metrics.json`
+//!   (recomputed when missing), timings from the typed [`faceval_eval::run_folder`] schema,
+//!   and per-question correctness from a lean parallel reader of `predictions.jsonl`, folded
+//!   with the eval crate's one fold of rotations.
+//! - [`Rendered`]: a report in every format, ready to [`write`].
+//!
+//! # How data flows
+//!
+//! ```text
+//! run folders ─▶ load::read_run ─▶ leaderboard::build_from ─▶ Report
+//!                                                             │
+//!                      plots (SVG/PNG) ◀──────────────────────┤
+//!                      html / markdown / JSON ◀───────────────┘  render ─▶ write
+//!
+//! eval::gate::GateReport   ─▶ gate::{to_text, to_markdown, to_junit}, pages::render_gate_html
+//! eval::audit::AuditReport ─▶ audit::to_markdown, pages::render_audit_html
+//! ```
+//!
+//! # Where to start reading
+//!
+//! `leaderboard.rs` (`build_from`) for what a report contains, then `html.rs` and
+//! `markdown.rs` for how it is laid out; `gate.rs` and `audit.rs` for the command outputs.
+//! The format is described in `docs/reports.md`.
 
+pub mod audit;
 pub mod format;
+pub mod gate;
 pub mod html;
 pub mod leaderboard;
 pub mod load;

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use faceval_eval::error::input_error;
 use faceval_eval::metrics::{self, RunMetrics};
-use faceval_eval::run_folder::{self, Manifest};
+use faceval_eval::run_folder::{self, fold_rotations, Answered, Manifest, MetricsTelemetry};
 use rayon::prelude::*;
 use serde::Deserialize;
 
@@ -23,10 +23,9 @@ pub struct RunData {
     pub dir: PathBuf,
     pub manifest: Manifest,
     pub metrics: RunMetrics,
-    /// `metrics.json`'s `telemetry` object, kept as JSON: its shape belongs to the runner.
-    pub telemetry: Option<serde_json::Value>,
-    /// `metrics.json`'s `tasks.<name>.telemetry` objects, where the runner puts them there.
-    pub task_telemetry: BTreeMap<String, serde_json::Value>,
+    /// The timing parts of `metrics.json` (its `telemetry` object and any
+    /// `tasks.<name>.telemetry`); `None` when the run has no readable `metrics.json`.
+    pub telemetry: Option<MetricsTelemetry>,
     /// Per task: the scored questions, folded over rotations.
     pub items: BTreeMap<String, TaskItems>,
 }
@@ -114,12 +113,24 @@ struct LeanPrediction<'a> {
     timings: Option<LeanTimings>,
 }
 
-impl LeanPrediction<'_> {
+impl Answered for LeanPrediction<'_> {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn rotation(&self) -> usize {
+        self.rotation
+    }
     fn is_error(&self) -> bool {
         match &self.outcome {
             Some(o) => o == "error",
             None => self.correct.is_none(),
         }
+    }
+    fn is_correct(&self) -> bool {
+        self.correct == Some(true)
+    }
+    fn is_unparseable(&self) -> bool {
+        self.outcome.as_deref() == Some("unparseable")
     }
 }
 
@@ -181,30 +192,13 @@ mod pairs {
 pub fn read_run(dir: &Path) -> Result<RunData> {
     let manifest = run_folder::read_manifest(dir)?;
     let metrics = metrics::read_or_compute(dir)?;
-    // Telemetry is optional and its shape is the runner's; anything unreadable is "absent".
-    let raw = std::fs::read_to_string(dir.join(run_folder::METRICS))
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .unwrap_or_default();
-    let telemetry = raw.get("telemetry").filter(|t| t.is_object()).cloned();
-    let task_telemetry = raw
-        .get("tasks")
-        .and_then(|t| t.as_object())
-        .map(|tasks| {
-            tasks
-                .iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.get("telemetry")?.clone())))
-                .filter(|(_, v)| v.is_object())
-                .collect()
-        })
-        .unwrap_or_default();
+    let telemetry = run_folder::read_metrics_telemetry(dir);
     let items = read_items(&dir.join(run_folder::PREDICTIONS))?;
     Ok(RunData {
         dir: dir.to_path_buf(),
         manifest,
         metrics,
         telemetry,
-        task_telemetry,
         items,
     })
 }
@@ -283,45 +277,36 @@ fn fold_task(mut preds: Vec<&LeanPrediction>) -> TaskItems {
     }
     let mut levels: Vec<Vec<String>> = vec![Vec::new(); fields.len()];
     let mut groups: Vec<Vec<u32>> = vec![Vec::new(); fields.len()];
-    let mut i = 0;
-    while i < preds.len() {
-        let mut j = i;
-        while j < preds.len() && preds[j].id == preds[i].id {
-            j += 1;
+    for p in preds.iter().filter(|p| !p.is_error()) {
+        // Warm-up calls pay one-off costs; telemetry leaves them out and so does the CDF.
+        if let Some(t) = p.timings.as_ref().filter(|t| !t.warmup) {
+            let stages = t.preprocess_ms + t.vision_ms + t.prefill_ms + t.decode_ms;
+            let ms = if t.e2e_ms > 0.0 { t.e2e_ms } else { stages };
+            out.latency_ms.push(ms as f32);
         }
-        let question = &preds[i..j];
-        for p in question {
-            if !p.is_error() {
-                // Warm-up calls pay one-off costs; telemetry leaves them out and so does the CDF.
-                if let Some(t) = p.timings.as_ref().filter(|t| !t.warmup) {
-                    let stages = t.preprocess_ms + t.vision_ms + t.prefill_ms + t.decode_ms;
-                    let ms = if t.e2e_ms > 0.0 { t.e2e_ms } else { stages };
-                    out.latency_ms.push(ms as f32);
-                }
+    }
+    // Every task folds by id here: a task that is not circular has one line per id, and the
+    // report wants its questions sorted by id either way.
+    let (questions, _) = fold_rotations(&preds, true);
+    for q in questions {
+        out.ids.push(q.first.id.to_string());
+        out.correct.push(q.correct);
+        let mut codes = vec![u32::MAX; fields.len()];
+        for (k, v) in &q.first.groups {
+            if v.is_empty() {
+                continue;
             }
+            let f = field_index[k.as_ref()];
+            let next = levels[f].len() as u32;
+            let code = *level_index[f].entry(v.as_ref()).or_insert_with(|| {
+                levels[f].push(v.to_string());
+                next
+            });
+            codes[f] = code;
         }
-        if question.iter().all(|p| !p.is_error()) {
-            out.ids.push(preds[i].id.to_string());
-            out.correct
-                .push(question.iter().all(|p| p.correct == Some(true)));
-            let mut codes = vec![u32::MAX; fields.len()];
-            for (k, v) in &preds[i].groups {
-                if v.is_empty() {
-                    continue;
-                }
-                let f = field_index[k.as_ref()];
-                let next = levels[f].len() as u32;
-                let code = *level_index[f].entry(v.as_ref()).or_insert_with(|| {
-                    levels[f].push(v.to_string());
-                    next
-                });
-                codes[f] = code;
-            }
-            for (f, c) in codes.into_iter().enumerate() {
-                groups[f].push(c);
-            }
+        for (f, c) in codes.into_iter().enumerate() {
+            groups[f].push(c);
         }
-        i = j;
     }
     // Sorted field names make reports stable whatever order the lines had.
     let mut order: Vec<usize> = (0..fields.len()).collect();

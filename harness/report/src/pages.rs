@@ -5,6 +5,8 @@
 
 use std::fmt::Write as _;
 
+use faceval_eval::audit::AuditReport;
+use faceval_eval::gate::GateReport;
 use serde_json::Value;
 
 use crate::html::{esc, CSS};
@@ -265,7 +267,7 @@ fn header_facts(v: &Value) -> String {
 }
 
 /// The page for `faceval audit`'s JSON output.
-pub fn render_audit_html(audit: &Value) -> String {
+pub fn audit_html(audit: &Value) -> String {
     let mut body = header_facts(audit);
     let mut audits = Vec::new();
     find_audits(audit, String::new(), &mut audits);
@@ -306,7 +308,7 @@ fn verdict(v: &Value) -> Option<bool> {
 }
 
 /// The page for `faceval gate`'s JSON output.
-pub fn render_gate_html(gate: &Value) -> String {
+pub fn gate_html(gate: &Value) -> String {
     let mut body = String::new();
     match verdict(gate) {
         Some(true) => body.push_str("<div class=\"banner pass\">PASS — no regression</div>"),
@@ -376,6 +378,17 @@ pub fn render_gate_html(gate: &Value) -> String {
     shell("Regression gate", &body)
 }
 
+/// The HTML page of an audit. The page lays out the audit's JSON form ([`audit_html`]), so it
+/// shows every field the audit has, known ones in tables made for them.
+pub fn render_audit_html(audit: &AuditReport) -> String {
+    audit_html(&serde_json::to_value(audit).unwrap_or_default())
+}
+
+/// The HTML page of a gate decision, laid out from its JSON form ([`gate_html`]).
+pub fn render_gate_html(gate: &GateReport) -> String {
+    gate_html(&serde_json::to_value(gate).unwrap_or_default())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -390,7 +403,7 @@ mod tests {
         let audit =
             audit_accuracy(&correct, &[("race", &race)], &FairnessOptions::default()).unwrap();
         let v = serde_json::json!({"model": "m<1>", "task": "t", "audit": audit});
-        let html = render_audit_html(&v);
+        let html = audit_html(&v);
         assert!(html.contains("<h3>race</h3>"));
         assert!(html.contains("difference_between_groups"));
         assert!(html.contains("m&lt;1&gt;"), "model name must be escaped");
@@ -401,14 +414,14 @@ mod tests {
     fn gate_page_reads_the_verdict_and_tabulates_checks() {
         let v = serde_json::json!({"passed": false, "power": "smallest <drop>", "notices": ["same & stale"], "tasks": [{"task": "a", "n": 10, "checks": [
             {"name": "accuracy", "status": "fail", "message": "dropped 5 points", "accuracy": {"p_value": 0.001}}]}]});
-        let html = render_gate_html(&v);
+        let html = gate_html(&v);
         assert!(html.contains("FAIL"));
         assert!(html.contains("a (n = 10 paired)"));
         assert!(html.contains("dropped 5 points"));
         assert!(html.contains("<p>smallest &lt;drop&gt;</p>"));
         assert!(html.contains("Warning: same &amp; stale"));
         assert!(html.contains("<th>p_value</th>") || html.contains(">p_value</th>"));
-        let ok = render_gate_html(&serde_json::json!({"decision": "pass"}));
+        let ok = gate_html(&serde_json::json!({"decision": "pass"}));
         assert!(ok.contains("PASS"));
     }
 }

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use faceval_models::internvl::tiny::{write_checkpoint, TinySpec};
-use faceval_models::internvl::{parse_device, parse_dtype, InternVlModel};
+use faceval_models::internvl::InternVlModel;
 use faceval_models::{Generation, Model, Request};
 
 use crate::run_folder::Manifest;
@@ -72,10 +72,11 @@ pub fn prepare(out: &Path, seed: u64) -> anyhow::Result<TinyModel> {
     let dir = checkpoint_dir(out);
     write_checkpoint(&dir, &TinySpec::demo(), seed)?;
     let dir = dir.canonicalize().unwrap_or(dir);
-    Ok(TinyModel(InternVlModel::load(
+    Ok(TinyModel(crate::registry::load_internvl(
+        "tiny",
         &dir.display().to_string(),
-        &parse_device("cpu")?,
-        parse_dtype("f32")?,
+        "cpu",
+        "f32",
     )?))
 }
 

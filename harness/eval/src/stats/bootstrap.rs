@@ -19,7 +19,7 @@ use rand_distr::{Binomial, Distribution};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{check_confidence, Interval, Method, DEFAULT_CONFIDENCE};
+use super::{check_confidence, quantile_sorted, Interval, Method, DEFAULT_CONFIDENCE};
 use crate::error::input_error;
 
 /// Number of resamples, confidence level and seed for a bootstrap.
@@ -82,18 +82,6 @@ where
         .into_par_iter()
         .map(|b| replicate(&mut resample_rng(config.seed, b)))
         .collect()
-}
-
-/// Quantile `q` of ascending-sorted `sorted`, with linear interpolation between order
-/// statistics (numpy's default `method="linear"`, Hyndman–Fan type 7).
-pub fn quantile_sorted(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let h = (sorted.len() - 1) as f64 * q.clamp(0.0, 1.0);
-    let lo = h.floor() as usize;
-    let hi = (lo + 1).min(sorted.len() - 1);
-    sorted[lo] + (h - lo as f64) * (sorted[hi] - sorted[lo])
 }
 
 /// Percentile interval from replicates: quantiles `(1-c)/2` and `(1+c)/2`. Fails if any

@@ -25,8 +25,8 @@ pub use hypothesis::{chi_square_independence, ChiSquare};
 pub use intervals::{clopper_pearson, macro_averages, wilson, MacroAverages};
 pub use multiple::{benjamini_hochberg, holm};
 pub use paired::{
-    compare_paired, mcnemar_exact, minimum_detectable_effect, newcombe_paired, paired_bootstrap,
-    McNemar, PairedComparison, PairedCounts,
+    compare_paired, mcnemar_exact, minimum_detectable_effect, newcombe_one_sided_p,
+    newcombe_paired, paired_bootstrap, McNemar, PairedComparison, PairedCounts,
 };
 
 /// Confidence level used when the caller does not choose one.
@@ -72,6 +72,32 @@ impl Interval {
     /// True when `value` lies within `[low, high]`.
     pub fn contains(&self, value: f64) -> bool {
         self.low <= value && value <= self.high
+    }
+}
+
+/// Quantile `q` of ascending-sorted `sorted`, with linear interpolation between order
+/// statistics (numpy's default `method="linear"`, Hyndman–Fan type 7); `NaN` for an empty
+/// slice. The one quantile of faceval: bootstrap intervals, telemetry percentiles and the
+/// report's latency figures all use it.
+pub fn quantile_sorted(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let h = (sorted.len() - 1) as f64 * q.clamp(0.0, 1.0);
+    let lo = h.floor() as usize;
+    let hi = (lo + 1).min(sorted.len() - 1);
+    sorted[lo] + (h - lo as f64) * (sorted[hi] - sorted[lo])
+}
+
+/// A p-value as faceval prints it: four decimals, scientific below 1e-4, and `< 1e-300`
+/// where an exact tail probability underflowed to 0 (rather than "0e0").
+pub fn format_p(p: f64) -> String {
+    if p < f64::MIN_POSITIVE {
+        "< 1e-300".to_string()
+    } else if p < 1e-4 {
+        format!("{p:.1e}")
+    } else {
+        format!("{p:.4}")
     }
 }
 

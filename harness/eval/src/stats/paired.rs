@@ -253,3 +253,81 @@ pub fn compare_paired(
         mde_note: note,
     })
 }
+
+/// One-sided p-value of H0: δ ≥ −margin against H1: δ < −margin, where δ = first − second,
+/// by inverting Newcombe's interval: the smallest α whose one-sided (1 − α) upper bound —
+/// the upper limit of the two-sided (1 − 2α) interval — lies below −margin. When the point
+/// estimate itself is ≥ −margin no α < ½ rejects, and p is reported as 1 (conservative).
+pub fn newcombe_one_sided_p(counts: &PairedCounts, margin: f64) -> Result<f64> {
+    let n = counts.n();
+    if n == 0 {
+        return Err(input_error("no paired questions"));
+    }
+    let estimate = (counts.only_first as f64 - counts.only_second as f64) / n as f64;
+    if estimate >= -margin {
+        return Ok(1.0);
+    }
+    let upper =
+        |alpha: f64| -> Result<f64> { Ok(newcombe_paired(counts, 1.0 - 2.0 * alpha)?.high) };
+    // Bisection (the bound shrinks towards the estimate as α grows to ½).
+    let (mut lo, mut hi) = (1e-15, 0.5 - 1e-12);
+    if upper(lo)? < -margin {
+        return Ok(lo);
+    }
+    for _ in 0..80 {
+        let mid = 0.5 * (lo + hi);
+        if upper(mid)? < -margin {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    Ok(hi)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counts(both: u64, only_first: u64, only_second: u64, neither: u64) -> PairedCounts {
+        PairedCounts {
+            both,
+            only_first,
+            only_second,
+            neither,
+        }
+    }
+
+    #[test]
+    fn one_sided_p_inverts_the_newcombe_bound() {
+        // A clear 10-point drop on 1,000 questions, margin 1 point.
+        let c = counts(600, 20, 120, 260);
+        let p = newcombe_one_sided_p(&c, 0.01).unwrap();
+        assert!(p < 1e-6, "{p}");
+        // At α = p the one-sided upper bound sits on −margin.
+        let c2 = counts(150, 10, 22, 18);
+        let p2 = newcombe_one_sided_p(&c2, 0.01).unwrap();
+        assert!(p2 > 0.0 && p2 < 0.5, "{p2}");
+        let at = newcombe_paired(&c2, 1.0 - 2.0 * p2).unwrap().high;
+        assert!((at + 0.01).abs() < 1e-9, "bound at p: {at}");
+        // Estimate above −margin: never a regression.
+        assert_eq!(
+            newcombe_one_sided_p(&counts(50, 5, 5, 40), 0.01).unwrap(),
+            1.0
+        );
+        assert_eq!(
+            newcombe_one_sided_p(&counts(50, 0, 0, 50), 0.0).unwrap(),
+            1.0
+        );
+    }
+
+    #[test]
+    fn one_sided_p_is_monotone_in_the_margin() {
+        let c = counts(500, 30, 60, 410);
+        let ps: Vec<f64> = [0.0, 0.01, 0.02, 0.025]
+            .iter()
+            .map(|m| newcombe_one_sided_p(&c, *m).unwrap())
+            .collect();
+        assert!(ps.windows(2).all(|w| w[0] <= w[1]), "{ps:?}");
+    }
+}

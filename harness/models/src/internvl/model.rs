@@ -575,4 +575,28 @@ impl Model for InternVlModel {
             &self.net, &embeds, &conts,
         )?))
     }
+
+    fn token_text(&self, id: u32) -> Option<String> {
+        self.text().decode(&[id], false).ok()
+    }
+
+    fn finish_reason(&self, max_tokens: usize, g: &Generation) -> &'static str {
+        if g.token_ids
+            .last()
+            .is_some_and(|t| self.stop_token_ids().contains(t))
+        {
+            return "stop";
+        }
+        // A stop string cut the text: the decoded tokens say more than the answer.
+        let cut = self
+            .text()
+            .decode(&g.token_ids, true)
+            .is_ok_and(|full| full != g.text);
+        let cap = max_tokens.min(self.context_length().saturating_sub(g.prompt_tokens));
+        if g.token_ids.len() >= cap && !cut {
+            "length"
+        } else {
+            "stop"
+        }
+    }
 }
