@@ -5,12 +5,18 @@
 //! This crate knows nothing of tasks, datasets or scoring.
 
 pub mod baselines;
+pub mod chat_template;
+pub mod checkpoint;
+pub mod device;
+pub mod generation;
 pub mod hub;
 pub mod image_io;
 pub mod internvl;
 pub mod llava;
 pub mod model;
+pub mod nn;
 pub mod openai;
+pub mod preprocess;
 pub mod stream;
 pub mod zero_shot;
 

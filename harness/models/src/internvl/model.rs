@@ -408,7 +408,7 @@ impl InternVlModel {
 
 impl Model for InternVlModel {
     fn info(&self) -> ModelInfo {
-        crate::internvl::CheckpointInfo {
+        crate::checkpoint::CheckpointInfo {
             name: &self.name,
             kind: "internvl",
             files: self.net.files(),

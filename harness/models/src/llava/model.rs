@@ -128,7 +128,7 @@ impl LlavaModel {
 
 impl Model for LlavaModel {
     fn info(&self) -> ModelInfo {
-        crate::internvl::CheckpointInfo {
+        crate::checkpoint::CheckpointInfo {
             name: &self.name,
             kind: "llava",
             files: self.net.files(),
