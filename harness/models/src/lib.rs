@@ -17,6 +17,7 @@ pub mod model;
 pub mod nn;
 pub mod openai;
 pub mod preprocess;
+pub mod qwen2_vl;
 pub mod stream;
 pub mod zero_shot;
 
