@@ -9,7 +9,8 @@
 # under its own `timeout` and all under one deadline (--budget, default 450 s, so the whole run
 # ends inside 8 minutes); a failed step is logged and the next one runs:
 #   a. nvidia-smi facts;
-#   b. `faceval parity` on the tiny InternVL fixtures, CUDA, f32 and bf16 (JSON);
+#   b. `faceval parity` on the tiny InternVL fixtures, CUDA, f32 and bf16 (JSON), and on the
+#      tiny Qwen2-VL / Qwen2.5-VL fixtures (f32 and bf16);
 #   c. an InternVL3-1B-sized random-weight checkpoint (bf16, transformers' save_pretrained) in
 #      /tmp, plus 16 generated face images and a task over them (tools/gpu_side_by_side.py);
 #   d. `faceval bench` on that checkpoint (or, if this bench cannot take --device, `faceval
@@ -189,6 +190,9 @@ fi
 # --- b. parity on the tiny fixtures (exit 1 = a tolerance miss; the JSON is written either way)
 step parity-f32 150 "$WORK/parity-f32.json" "$BIN" parity --fixtures "$FIXTURES" --device "$DEVICE" --dtype f32 --json
 step parity-bf16 120 "$WORK/parity-bf16.json" "$BIN" parity --fixtures "$FIXTURES" --device "$DEVICE" --dtype bf16 --json
+QWEN_FIXTURES="$REPO/harness/models/tests/fixtures/qwen2_vl"
+step parity-qwen2-vl-f32 60 "$WORK/parity-qwen2-vl-f32.json" "$BIN" parity --fixtures "$QWEN_FIXTURES" --device "$DEVICE" --dtype f32 --json
+step parity-qwen2-vl-bf16 60 "$WORK/parity-qwen2-vl-bf16.json" "$BIN" parity --fixtures "$QWEN_FIXTURES" --device "$DEVICE" --dtype bf16 --json
 
 # --- c. the 1B-sized random checkpoint and the inputs
 step checkpoint 200 "$WORK/checkpoint.json" "$PYTHON" "$REPO/tools/gpu_side_by_side.py" make-checkpoint \

@@ -292,10 +292,15 @@ class Processor:
 
 
 def main() -> None:
+    global SEED, SEED_25
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="harness/models/tests/fixtures/qwen2_vl")
     ap.add_argument("--geometry", choices=sorted(GEOMETRY), default="tiny")
+    ap.add_argument("--seed", type=int, default=SEED, help="Qwen2-VL weight seed (pick another when a "
+                    "greedy margin is too thin to compare tokens)")
+    ap.add_argument("--seed-25", type=int, default=SEED_25, help="Qwen2.5-VL weight seed")
     args = ap.parse_args()
+    SEED, SEED_25 = args.seed, args.seed_25
     geometry = GEOMETRY[args.geometry]
     out = Path(args.out)
     torch.manual_seed(SEED)
@@ -351,7 +356,7 @@ def main() -> None:
         lines.append("")
     readme = f"""# Qwen2-VL / Qwen2.5-VL parity fixtures
 
-Written by `tools/make_qwen2_vl_fixtures.py --geometry {args.geometry}` with transformers
+Written by `tools/make_qwen2_vl_fixtures.py --geometry {args.geometry} --seed {SEED} --seed-25 {SEED_25}` with transformers
 {transformers.__version__} and torch {torch.__version__}; do not edit by hand. Tests:
 `harness/models/tests/qwen2_vl_parity.rs`. Pixel bounds: min_pixels {geometry['min_pixels']},
 max_pixels {geometry['max_pixels']}; Qwen2.5-VL window_size {geometry['window_size']}.

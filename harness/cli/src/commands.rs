@@ -250,6 +250,21 @@ pub fn load_llava(
         .map_err(|e| input_error(format!("model {name} ({source}): {e:#}")))
 }
 
+/// Loads a Qwen2-VL / Qwen2.5-VL checkpoint; device and dtype as for InternVL.
+pub fn load_qwen2_vl(
+    name: &str,
+    source: &str,
+    device: &str,
+    dtype: &str,
+) -> anyhow::Result<faceval_models::qwen2_vl::Qwen2VlModel> {
+    use faceval_models::device::{parse_device, parse_dtype};
+    let dev = parse_device(device).map_err(|e| input_error(format!("--device: {e:#}")))?;
+    let dt = parse_dtype(resolve_dtype(dtype, &dev))
+        .map_err(|e| input_error(format!("model {name}: dtype: {e:#}")))?;
+    faceval_models::qwen2_vl::Qwen2VlModel::load(source, &dev, dt)
+        .map_err(|e| input_error(format!("model {name} ({source}): {e:#}")))
+}
+
 /// The prompt template of a CLIP/SigLIP manifest (its `zero_shot_template`, or the default).
 pub fn zero_shot_template(m: &model_manifest::ModelManifest) -> &str {
     if m.zero_shot_template.is_empty() {
@@ -295,7 +310,7 @@ pub fn instantiate_on(
     let m = &loaded.manifest;
     let mut record = ModelRecord {
         name: m.name.clone(),
-        kind: format!("{:?}", m.kind).to_lowercase(),
+        kind: m.kind.name().to_string(),
         fingerprint: loaded.fingerprint.clone(),
         source: m.source.clone(),
         origin: loaded.origin.clone(),
@@ -306,6 +321,12 @@ pub fn instantiate_on(
         ModelKind::Majority => ModelHandle::Majority,
         ModelKind::Openai => ModelHandle::Loaded(Box::new(crate::serve::connect_openai(m)?)),
         ModelKind::Llava => ModelHandle::Loaded(Box::new(load_llava(
+            &m.name,
+            &m.source,
+            device,
+            dtype.unwrap_or(&m.dtype),
+        )?)),
+        ModelKind::Qwen2Vl => ModelHandle::Loaded(Box::new(load_qwen2_vl(
             &m.name,
             &m.source,
             device,

@@ -8,6 +8,7 @@ mod commands;
 mod gate;
 mod generate;
 mod parity;
+mod parity_qwen;
 mod report;
 mod serve;
 

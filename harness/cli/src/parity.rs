@@ -1,5 +1,7 @@
 //! `faceval parity`: the InternVL3 numerical-parity check of
-//! `harness/models/tests/internvl_parity.rs`, as a command that runs on any device and dtype —
+//! `harness/models/tests/internvl_parity.rs` (and, on a folder written by
+//! `tools/make_qwen2_vl_fixtures.py`, the Qwen2-VL / Qwen2.5-VL one of
+//! `harness/models/tests/qwen2_vl_parity.rs`), as a command that runs on any device and dtype —
 //! so the CUDA build can be checked on a GPU machine that has no Rust toolchain.
 //!
 //! For every checkpoint × case of the fixtures (written by `tools/make_internvl_fixtures.py`
@@ -25,7 +27,7 @@ use faceval_models::internvl::{self, InternVl};
 use serde::Serialize;
 
 /// Fraction of the fixture's largest magnitude a half-precision result may be off by.
-const HALF_PRECISION_REL_BOUND: f32 = 0.05;
+pub(crate) const HALF_PRECISION_REL_BOUND: f32 = 0.05;
 
 #[derive(Args)]
 pub struct ParityArgs {
@@ -84,6 +86,8 @@ pub struct Row {
 
 #[derive(Serialize)]
 pub struct Report {
+    /// The model family checked (`InternVL`, `Qwen2-VL`).
+    pub family: String,
     pub fixtures: String,
     pub device: String,
     pub dtype: String,
@@ -102,6 +106,9 @@ pub struct Report {
 
 pub fn parity(args: ParityArgs) -> Result<ExitCode> {
     let root = &args.fixtures;
+    if crate::parity_qwen::is_qwen_fixture(root) {
+        return crate::parity_qwen::parity(&args);
+    }
     if !root.join("cases").is_dir() {
         return Err(input_error(format!(
             "{}: not an InternVL fixture folder (no cases/); make one with `python \
@@ -142,6 +149,7 @@ pub fn parity(args: ParityArgs) -> Result<ExitCode> {
     }
 
     let mut report = Report {
+        family: "InternVL".into(),
         fixtures: root.display().to_string(),
         device: device_name(&device),
         dtype: internvl::dtype_name(dtype).to_string(),
@@ -269,44 +277,16 @@ fn check(
         );
     }
 
-    let mut failures = vec![];
-    if strict {
-        for (what, d) in [
-            ("image features", d_feat),
-            ("logits", d_logits),
-            ("step logits", d_step),
-        ] {
-            if d > tol {
-                failures.push(format!("{what} differ by {d:.3e} > {tol:.0e}"));
-            }
-        }
-        if let Some(k) = first_mismatch {
-            failures.push(format!("greedy tokens differ from step {k}"));
-        }
-    } else {
-        for (what, d, scale) in [
+    let failures = judge(
+        strict,
+        tol,
+        [
             ("image features", d_feat, feat_scale),
             ("logits", d_logits, logit_scale),
             ("step logits", d_step, logit_scale),
-        ] {
-            if d > HALF_PRECISION_REL_BOUND * scale {
-                failures.push(format!(
-                    "{what} differ by {d:.3e}, over {:.0}% of their scale {scale:.3}",
-                    HALF_PRECISION_REL_BOUND * 100.0
-                ));
-            }
-        }
-    }
-    // NaN compares false above; treat it as a failure in every dtype.
-    for (what, d) in [
-        ("image features", d_feat),
-        ("logits", d_logits),
-        ("step logits", d_step),
-    ] {
-        if !d.is_finite() {
-            failures.push(format!("{what}: difference is {d}"));
-        }
-    }
+        ],
+        first_mismatch,
+    );
     Ok(Row {
         checkpoint: ck.to_string(),
         case: case.name.clone(),
@@ -328,12 +308,49 @@ fn check(
     })
 }
 
+/// What fails a row: in f32 any difference over `tol` or any token mismatch; in half
+/// precision a difference over `HALF_PRECISION_REL_BOUND` of its scale; a NaN in every dtype.
+pub(crate) fn judge(
+    strict: bool,
+    tol: f32,
+    diffs: [(&str, f32, f32); 3],
+    first_mismatch: Option<usize>,
+) -> Vec<String> {
+    let mut failures = vec![];
+    if strict {
+        for (what, d, _) in diffs {
+            if d > tol {
+                failures.push(format!("{what} differ by {d:.3e} > {tol:.0e}"));
+            }
+        }
+        if let Some(k) = first_mismatch {
+            failures.push(format!("greedy tokens differ from step {k}"));
+        }
+    } else {
+        for (what, d, scale) in diffs {
+            if d > HALF_PRECISION_REL_BOUND * scale {
+                failures.push(format!(
+                    "{what} differ by {d:.3e}, over {:.0}% of their scale {scale:.3}",
+                    HALF_PRECISION_REL_BOUND * 100.0
+                ));
+            }
+        }
+    }
+    // NaN compares false above; treat it as a failure in every dtype.
+    for (what, d, _) in diffs {
+        if !d.is_finite() {
+            failures.push(format!("{what}: difference is {d}"));
+        }
+    }
+    failures
+}
+
 /// f32 on the CPU (copies back from the GPU, which also waits for it).
-fn to_host(t: &Tensor) -> Result<Tensor> {
+pub(crate) fn to_host(t: &Tensor) -> Result<Tensor> {
     Ok(t.to_dtype(DType::F32)?.to_device(&Device::Cpu)?)
 }
 
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
+pub(crate) fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
     if a.dims() != b.dims() {
         return Err(anyhow!(
             "shape {:?} but the fixture has {:?}",
@@ -440,7 +457,7 @@ fn transformers_version(root: &Path) -> Option<String> {
     v["transformers_version"].as_str().map(str::to_string)
 }
 
-fn device_name(d: &Device) -> String {
+pub(crate) fn device_name(d: &Device) -> String {
     match d.location() {
         candle_core::DeviceLocation::Cpu => "cpu".into(),
         candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
@@ -448,9 +465,10 @@ fn device_name(d: &Device) -> String {
     }
 }
 
-fn print_table(r: &Report) {
+pub(crate) fn print_table(r: &Report) {
     println!(
-        "InternVL parity vs transformers {} — {} {}, fixtures {}",
+        "{} parity vs transformers {} — {} {}, fixtures {}",
+        r.family,
         r.transformers_version.as_deref().unwrap_or("?"),
         r.device,
         r.dtype,

@@ -257,3 +257,114 @@ fn batch_answers_equal_batch_one_and_choices_score() {
     );
     assert_ne!(scores[0], scores[1]);
 }
+
+/// A writable copy of a fixture checkpoint, with `edit` applied to its tensors and config.
+fn broken_copy(
+    name: &str,
+    edit: impl FnOnce(&mut HashMap<String, Tensor>, &mut Value),
+) -> (tempfile::TempDir, PathBuf) {
+    let src = fixtures().join("tiny-qwen2-vl");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join(name);
+    std::fs::create_dir(&dir).unwrap();
+    for f in std::fs::read_dir(&src).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, dir.join(f.file_name().unwrap())).unwrap();
+    }
+    let mut tensors =
+        candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu).unwrap();
+    let mut config: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    edit(&mut tensors, &mut config);
+    candle_core::safetensors::save(&tensors, dir.join("model.safetensors")).unwrap();
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    (tmp, dir)
+}
+
+fn load_error(dir: &Path) -> String {
+    match Qwen2Vl::load(dir, &Device::Cpu, DType::F32) {
+        Ok(_) => panic!("{} loaded", dir.display()),
+        Err(e) => format!("{e:#}"),
+    }
+}
+
+#[test]
+fn missing_tensor_names_the_tensor_and_the_folder() {
+    let (_tmp, dir) = broken_copy("missing", |t, _| {
+        t.remove("visual.merger.mlp.2.bias").unwrap();
+    });
+    let err = load_error(&dir);
+    assert!(err.contains("visual.merger.mlp.2.bias"), "{err}");
+    assert!(err.contains(&dir.display().to_string()), "{err}");
+    assert!(err.contains("[64]"), "{err}");
+}
+
+#[test]
+fn wrong_shape_names_the_tensor_the_file_and_both_shapes() {
+    let (_tmp, dir) = broken_copy("shape", |t, _| {
+        t.insert(
+            "model.norm.weight".into(),
+            Tensor::ones(65, DType::F32, &Device::Cpu).unwrap(),
+        );
+    });
+    let err = load_error(&dir);
+    assert!(err.contains("`model.norm.weight`"), "{err}");
+    assert!(err.contains("model.safetensors"), "{err}");
+    assert!(err.contains("[65]") && err.contains("[64]"), "{err}");
+}
+
+#[test]
+fn unknown_rope_scaling_type_names_the_config_and_the_type() {
+    let (_tmp, dir) = broken_copy("rope", |_, c| {
+        c["text_config"]["rope_parameters"]["rope_type"] = "yarn".into();
+    });
+    let err = load_error(&dir);
+    assert!(err.contains("config.json"), "{err}");
+    assert!(err.contains("\"yarn\""), "{err}");
+    // The 4.x spelling (`rope_scaling.type` at the top level) is checked the same way.
+    let (_tmp, dir) = broken_copy("rope4", |_, c| {
+        let tc = c["text_config"].take();
+        for (k, v) in tc.as_object().unwrap() {
+            if k != "rope_parameters" {
+                c[k] = v.clone();
+            }
+        }
+        c.as_object_mut().unwrap().remove("text_config");
+        c["rope_scaling"] = serde_json::json!({"type": "dynamic", "factor": 2.0});
+    });
+    let err = load_error(&dir);
+    assert!(err.contains("\"dynamic\""), "{err}");
+}
+
+#[test]
+fn hub_style_config_loads_with_the_same_logits() {
+    // transformers 4.x hub files: text fields at the top level, `rope_scaling` with
+    // `type: mrope`, `rope_theta` beside it, `in_chans` in the vision config.
+    let (_tmp, dir) = broken_copy("hub", |_, c| {
+        let tc = c["text_config"].take();
+        for (k, v) in tc.as_object().unwrap() {
+            if k != "rope_parameters" {
+                c[k] = v.clone();
+            }
+        }
+        let rp = tc["rope_parameters"].clone();
+        c.as_object_mut().unwrap().remove("text_config");
+        c["rope_scaling"] =
+            serde_json::json!({"type": "mrope", "mrope_section": rp["mrope_section"]});
+        c["rope_theta"] = rp["rope_theta"].clone();
+        let vc = c["vision_config"].as_object_mut().unwrap();
+        let ch = vc.remove("in_channels").unwrap();
+        vc.insert("in_chans".into(), ch);
+    });
+    let net = Qwen2Vl::load(&dir, &Device::Cpu, DType::F32).unwrap();
+    let c = case("qwen2_vl", "wide");
+    let g = grids(&c.json["image_grid_thw"]);
+    let logits = net
+        .prompt_logits(
+            &u32s(&c.json["input_ids"]),
+            Some((&c.tensors["pixel_values"], &g)),
+        )
+        .unwrap();
+    let d = max_abs(&logits, &c.tensors["logits"]);
+    assert!(d <= 1e-4, "hub-style config: logits differ by {d}");
+}
