@@ -199,6 +199,9 @@ impl Qwen2Vl {
 
     /// Greedy decoding from prompt embeddings at `positions` (delta `delta`): stops at a stop
     /// token (kept), after `max_new` tokens, or when `stop_text` says so.
+    // The arguments are the prompt (3) and the stopping rules (4); a struct for either would
+    // only be built to be taken apart here.
+    #[allow(clippy::too_many_arguments)]
     pub fn greedy(
         &self,
         embeds: &Tensor,

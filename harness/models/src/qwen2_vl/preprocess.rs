@@ -14,9 +14,10 @@ use serde_json::Value;
 use crate::checkpoint::read_json_if_present;
 use crate::preprocess::{push_normalized_chw, resize_bicubic};
 
-/// CLIP's mean and std, the processor's defaults.
-const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
-const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
+/// CLIP's mean and std, the processor's defaults, as the JSON files spell them (read as f64,
+/// then rounded to f32 as a config value is).
+const CLIP_MEAN: [f64; 3] = [0.48145466, 0.4578275, 0.40821073];
+const CLIP_STD: [f64; 3] = [0.26862954, 0.26130258, 0.27577711];
 
 #[derive(Debug, Clone)]
 pub struct ImageProcessor {
@@ -46,8 +47,8 @@ impl Default for ImageProcessor {
             do_rescale: true,
             rescale_factor: 1.0 / 255.0,
             do_normalize: true,
-            image_mean: CLIP_MEAN,
-            image_std: CLIP_STD,
+            image_mean: CLIP_MEAN.map(|x| x as f32),
+            image_std: CLIP_STD.map(|x| x as f32),
         }
     }
 }
@@ -164,6 +165,14 @@ impl ImageProcessor {
             hb = (hf * beta / factor).ceil() * factor;
             wb = (wf * beta / factor).ceil() * factor;
         }
+        if hb < factor || wb < factor {
+            // Only reachable with min_pixels below one merge unit: an empty image would follow.
+            bail!(
+                "image {w}x{h} resizes to {wb}x{hb}, less than one {factor}-pixel merge unit \
+                 (min_pixels {} in preprocessor_config.json)",
+                self.min_pixels
+            );
+        }
         Ok((hb as usize, wb as usize))
     }
 
@@ -273,5 +282,11 @@ mod tests {
         // Below min_pixels: scaled up, ceiled.
         assert_eq!(p.smart_resize(10, 10).unwrap(), (56, 56));
         assert!(p.smart_resize(1, 300).is_err());
+        // With no lower bound a 10 px image would round to nothing: an error, not a panic.
+        let p0 = ImageProcessor {
+            min_pixels: 0,
+            ..ImageProcessor::default()
+        };
+        assert!(p0.smart_resize(10, 10).is_err());
     }
 }
