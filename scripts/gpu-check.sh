@@ -10,8 +10,8 @@
 # minutes; a step that would start past it is recorded as skipped); a failed step is logged
 # and the next one runs. Groups, in order (--only parity,sidebyside,sweep,facexbench picks):
 #   a. nvidia-smi facts (always);
-#   b. parity: `faceval parity` on the tiny InternVL, LLaVA and CLIP/SigLIP fixtures, on the
-#      device, f32 and bf16 (JSON per family and dtype);
+#   b. parity: `faceval parity` on the tiny InternVL, LLaVA, CLIP/SigLIP and Qwen2-VL /
+#      Qwen2.5-VL fixtures, on the device, f32 and bf16 (JSON per family and dtype);
 #   c. an InternVL3-1B-sized random-weight checkpoint (bf16, transformers' save_pretrained) in
 #      /tmp, 16 generated face images and a task over them, and a FaceXBench-format folder of
 #      --fxb-n questions (default 5,000) in FaceXBench's one/two/zero-image mix
@@ -211,7 +211,7 @@ fi
 # --- b. parity on the tiny fixtures of every family (exit 1 = a tolerance miss; the JSON is
 # written either way). InternVL runs 4 checkpoints × 3 cases; LLaVA and zero-shot take seconds.
 if want parity; then
-  for fam in internvl llava zero_shot; do
+  for fam in internvl llava zero_shot qwen2_vl; do
     for dt in f32 bf16; do
       [[ $fam == internvl ]] && t=150 || t=60
       step "parity-${fam/_/-}-$dt" "$t" "$WORK/parity-${fam/_/-}-$dt.json" "$BIN" parity \

@@ -31,6 +31,7 @@ mod gate;
 mod generate;
 mod overlap;
 mod parity;
+mod parity_qwen;
 mod report;
 mod serve;
 

@@ -2,7 +2,9 @@
 //! (`harness/models/tests/{internvl,llava,zero_shot}_parity.rs`) as one command that runs on
 //! any device and dtype — so the CUDA build can be checked on a GPU machine that has no Rust
 //! toolchain. `--fixtures` names one fixture folder; its family (InternVL, LLaVA-1.5 or
-//! CLIP/SigLIP zero-shot) is told from its files unless `--family` says it.
+//! CLIP/SigLIP zero-shot) is told from its files unless `--family` says it. A folder written by
+//! `tools/make_qwen2_vl_fixtures.py` runs the Qwen2-VL / Qwen2.5-VL check of
+//! `harness/models/tests/qwen2_vl_parity.rs` (`parity_qwen.rs`).
 //!
 //! * InternVL (`tools/make_internvl_fixtures.py`) and LLaVA (`tools/make_llava_fixtures.py`):
 //!   for every checkpoint × case, max abs difference of the image features, of the prompt's
@@ -40,7 +42,7 @@ use faceval_models::zero_shot::{self, ZeroShotModel};
 use serde::Serialize;
 
 /// Fraction of the fixture's largest magnitude a half-precision result may be off by.
-const HALF_PRECISION_REL_BOUND: f32 = 0.05;
+pub(crate) const HALF_PRECISION_REL_BOUND: f32 = 0.05;
 
 #[derive(Args)]
 pub struct ParityArgs {
@@ -216,6 +218,9 @@ fn select(mut names: Vec<String>, want: &[String]) -> Result<Vec<String>> {
 
 pub fn parity(args: ParityArgs) -> Result<ExitCode> {
     let root = &args.fixtures;
+    if matches!(args.family.as_str(), "auto" | "qwen2_vl") && crate::parity_qwen::is_qwen_fixture(root) {
+        return crate::parity_qwen::parity(&args);
+    }
     let family = match args.family.as_str() {
         "auto" => detect_family(root).ok_or_else(|| {
             input_error(format!(
@@ -230,7 +235,7 @@ pub fn parity(args: ParityArgs) -> Result<ExitCode> {
         "zero-shot" | "zero_shot" => Family::ZeroShot,
         other => {
             return Err(input_error(format!(
-                "--family {other}: expected internvl, llava, zero-shot or auto"
+                "--family {other}: expected internvl, llava, zero-shot, qwen2_vl or auto"
             )))
         }
     };
@@ -353,7 +358,7 @@ fn internvl_rows(run: &Run, report: &mut Report) -> Result<()> {
 /// The failures of one row. In f32 (strict) a difference over `tol` and a token (ranking)
 /// mismatch fail; in half precision a difference over 5% of its scale fails (a broken
 /// kernel, not rounding); a NaN fails in every dtype.
-fn judge(
+pub(crate) fn judge(
     strict: bool,
     tol: f32,
     diffs: &[(&str, f32, f32)],
@@ -949,11 +954,11 @@ fn zero_shot_check(
 }
 
 /// f32 on the CPU (copies back from the GPU, which also waits for it).
-fn to_host(t: &Tensor) -> Result<Tensor> {
+pub(crate) fn to_host(t: &Tensor) -> Result<Tensor> {
     Ok(t.to_dtype(DType::F32)?.to_device(&Device::Cpu)?)
 }
 
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
+pub(crate) fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
     if a.dims() != b.dims() {
         return Err(anyhow!(
             "shape {:?} but the fixture has {:?}",
@@ -1069,7 +1074,7 @@ fn transformers_version(root: &Path) -> Option<String> {
         .map(str::to_string)
 }
 
-fn device_name(d: &Device) -> String {
+pub(crate) fn device_name(d: &Device) -> String {
     match d.location() {
         candle_core::DeviceLocation::Cpu => "cpu".into(),
         candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
@@ -1077,12 +1082,13 @@ fn device_name(d: &Device) -> String {
     }
 }
 
-fn print_table(r: &Report) {
+pub(crate) fn print_table(r: &Report) {
     let zs = r.family == Family::ZeroShot.name();
     let title = match r.family.as_str() {
         "llava" => Family::Llava.title(),
         "zero-shot" => Family::ZeroShot.title(),
-        _ => Family::InternVl.title(),
+        "internvl" => Family::InternVl.title(),
+        other => other,
     };
     println!(
         "{title} parity vs transformers {} — {} {}, fixtures {}",

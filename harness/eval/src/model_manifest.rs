@@ -27,6 +27,26 @@ pub enum ModelKind {
     Clip,
     /// SigLIP zero-shot classification (`model_type = "siglip"` checkpoints).
     Siglip,
+    /// Qwen2-VL and Qwen2.5-VL in the transformers layout (`Qwen2VLForConditionalGeneration`,
+    /// `Qwen2_5_VLForConditionalGeneration`). See `docs/qwen2-vl.md`.
+    #[serde(rename = "qwen2_vl")]
+    Qwen2Vl,
+}
+
+impl ModelKind {
+    /// The kind as manifests spell it (`kind = "..."`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Random => "random",
+            Self::Majority => "majority",
+            Self::Internvl => "internvl",
+            Self::Openai => "openai",
+            Self::Llava => "llava",
+            Self::Clip => "clip",
+            Self::Siglip => "siglip",
+            Self::Qwen2Vl => "qwen2_vl",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -157,10 +177,12 @@ fn parse(text: &str, path: &Path, origin: Origin) -> anyhow::Result<LoadedManife
             path.display()
         )));
     }
-    if manifest.kind == ModelKind::Llava && manifest.source.is_empty() {
+    if matches!(manifest.kind, ModelKind::Llava | ModelKind::Qwen2Vl) && manifest.source.is_empty()
+    {
         return Err(input_error(format!(
-            "{}: source is required for kind = \"llava\" (a folder or hf://Org/Name)",
-            path.display()
+            "{}: source is required for kind = \"{}\" (a folder or hf://Org/Name)",
+            path.display(),
+            manifest.kind.name()
         )));
     }
     if matches!(manifest.kind, ModelKind::Clip | ModelKind::Siglip) {
@@ -198,7 +220,7 @@ fn parse(text: &str, path: &Path, origin: Origin) -> anyhow::Result<LoadedManife
     })
 }
 
-/// The kind a bare checkpoint loads as: CLIP, SigLIP or LLaVA when its config.json's
+/// The kind a bare checkpoint loads as: CLIP, SigLIP, LLaVA or Qwen2-VL when its config.json's
 /// `model_type` says so (local folders and hf:// ids already in the cache), else InternVL
 /// (whose checkpoints spell `model_type` several ways across layouts).
 fn kind_of_checkpoint(spec: &str) -> ModelKind {
@@ -211,6 +233,7 @@ fn kind_of_checkpoint(spec: &str) -> ModelKind {
         Some("clip") => ModelKind::Clip,
         Some("siglip") => ModelKind::Siglip,
         Some("llava") => ModelKind::Llava,
+        Some("qwen2_vl" | "qwen2_5_vl") => ModelKind::Qwen2Vl,
         _ => ModelKind::Internvl,
     }
 }

@@ -15,6 +15,7 @@ use faceval_models::internvl::InternVlModel;
 use faceval_models::llava::LlavaModel;
 use faceval_models::openai::{OpenAiConfig, OpenAiModel};
 use faceval_models::placement::{Placement, PlacementError};
+use faceval_models::qwen2_vl::Qwen2VlModel;
 use faceval_models::zero_shot::{ZeroShotModel, DEFAULT_TEMPLATE};
 use faceval_models::{Model, RandomModel};
 
@@ -54,6 +55,18 @@ pub fn load_llava(
 ) -> anyhow::Result<LlavaModel> {
     let p = placement(name, device, dtype)?;
     LlavaModel::load(source, &p.device, p.dtype)
+        .map_err(|e| input_error(format!("model {name} ({source}): {e:#}")))
+}
+
+/// Loads a Qwen2-VL / Qwen2.5-VL checkpoint; device and dtype as for InternVL.
+pub fn load_qwen2_vl(
+    name: &str,
+    source: &str,
+    device: &str,
+    dtype: &str,
+) -> anyhow::Result<Qwen2VlModel> {
+    let p = placement(name, device, dtype)?;
+    Qwen2VlModel::load(source, &p.device, p.dtype)
         .map_err(|e| input_error(format!("model {name} ({source}): {e:#}")))
 }
 
@@ -141,7 +154,7 @@ pub fn instantiate_on(
     let m = &loaded.manifest;
     let mut record = ModelRecord {
         name: m.name.clone(),
-        kind: format!("{:?}", m.kind).to_lowercase(),
+        kind: m.kind.name().to_string(),
         fingerprint: loaded.fingerprint.clone(),
         source: m.source.clone(),
         origin: loaded.origin.clone(),
@@ -153,6 +166,7 @@ pub fn instantiate_on(
         ModelKind::Random => Box::new(RandomModel),
         ModelKind::Openai => Box::new(connect_openai(m)?),
         ModelKind::Llava => Box::new(load_llava(&m.name, &m.source, device, dtype)?),
+        ModelKind::Qwen2Vl => Box::new(load_qwen2_vl(&m.name, &m.source, device, dtype)?),
         ModelKind::Clip | ModelKind::Siglip => Box::new(load_zero_shot(m, device, dtype)?),
         ModelKind::Internvl => Box::new(load_internvl(&m.name, &m.source, device, dtype)?),
     };

@@ -25,15 +25,22 @@
 //! `model.rs`, then one family's `mod.rs` (`internvl/mod.rs` is the reference one).
 
 pub mod baselines;
+pub mod chat_template;
+pub mod checkpoint;
 pub mod conversation;
+pub mod device;
+pub mod generation;
 pub mod hub;
 pub mod image_io;
 pub mod internvl;
 pub mod kernels;
 pub mod llava;
 pub mod model;
+pub mod nn;
 pub mod openai;
 pub mod placement;
+pub mod preprocess;
+pub mod qwen2_vl;
 pub mod stream;
 pub mod zero_shot;
 

@@ -20,6 +20,7 @@ use anyhow::{bail, Result};
 use candle_core::Tensor;
 
 use super::{InternVl, KvCache};
+pub use crate::generation::{argmax, log_sum_exp, top_k_logprobs};
 
 /// Settings for [`greedy`].
 #[derive(Debug, Clone)]
@@ -339,44 +340,6 @@ fn check_finite(logits: &[f32], step: usize) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// Index of the first maximum (torch.argmax semantics).
-pub fn argmax(xs: &[f32]) -> u32 {
-    let mut best = 0usize;
-    for (i, &x) in xs.iter().enumerate() {
-        if x > xs[best] {
-            best = i;
-        }
-    }
-    best as u32
-}
-
-pub fn log_sum_exp(xs: &[f32]) -> f64 {
-    let m = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let s: f64 = xs.iter().map(|&x| (x as f64 - m).exp()).sum();
-    m + s.ln()
-}
-
-/// The `k` most likely tokens with their log-probabilities, best first (ties by lower id).
-pub fn top_k_logprobs(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
-    let lse = log_sum_exp(logits);
-    let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
-    let k = k.min(idx.len());
-    let cmp = |a: &u32, b: &u32| {
-        logits[*b as usize]
-            .partial_cmp(&logits[*a as usize])
-            .unwrap_or(std::cmp::Ordering::Equal)
-            .then(a.cmp(b))
-    };
-    if k < idx.len() && k > 0 {
-        idx.select_nth_unstable_by(k - 1, cmp);
-    }
-    idx.truncate(k);
-    idx.sort_by(cmp);
-    idx.into_iter()
-        .map(|i| (i, (logits[i as usize] as f64 - lse) as f32))
-        .collect()
 }
 
 #[cfg(test)]

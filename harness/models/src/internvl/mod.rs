@@ -25,7 +25,11 @@ use candle_core::{DType, Device, Tensor};
 pub use config::InternVlConfig;
 pub use model::InternVlModel;
 pub use qwen2::KvCache;
-pub use weights::{CheckpointFiles, Layout};
+pub use weights::Layout;
+// Re-exported so that paths from before the shared parts moved to crate level keep working.
+use crate::checkpoint::generation_config_eos;
+pub use crate::checkpoint::CheckpointFiles;
+pub use crate::device::{device_name, dtype_name, parse_device, parse_dtype};
 
 /// The InternVL network with its weights on one device.
 pub struct InternVl {
@@ -208,33 +212,6 @@ impl InternVl {
     }
 }
 
-/// `eos_token_id` (one or a list) from generation_config.json, if the file exists. Shared by
-/// every generative model's loader.
-pub(crate) fn generation_config_eos(dir: &Path) -> Result<Vec<u32>> {
-    let path = dir.join("generation_config.json");
-    if !path.is_file() {
-        return Ok(vec![]);
-    }
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    let v: serde_json::Value = serde_json::from_str(&text)
-        .with_context(|| format!("corrupt {}: not valid JSON", path.display()))?;
-    let bad = || {
-        anyhow!(
-            "{}: `eos_token_id` must be an integer or a list of integers",
-            path.display()
-        )
-    };
-    match v.get("eos_token_id") {
-        None | Some(serde_json::Value::Null) => Ok(vec![]),
-        Some(serde_json::Value::Array(a)) => a
-            .iter()
-            .map(|x| x.as_u64().map(|x| x as u32).ok_or_else(bad))
-            .collect(),
-        Some(x) => Ok(vec![x.as_u64().ok_or_else(bad)? as u32]),
-    }
-}
-
 /// Reads the `<IMG_CONTEXT>` id from tokenizer.json (original configs do not carry it).
 fn image_context_id_from_tokenizer(dir: &Path) -> Result<u32> {
     let path = dir.join("tokenizer.json");
@@ -264,83 +241,4 @@ fn image_context_id_from_tokenizer(dir: &Path) -> Result<u32> {
         .and_then(|i| i.as_u64())
         .map(|i| i as u32)
         .ok_or_else(|| anyhow!("{} has no <IMG_CONTEXT> token", path.display()))
-}
-
-/// Parses "cpu" / "cuda" / "cuda:N" into a candle device.
-pub fn parse_device(s: &str) -> Result<Device> {
-    match s {
-        "cpu" => Ok(Device::Cpu),
-        s if s == "cuda" || s.starts_with("cuda:") => {
-            let ord = match s.strip_prefix("cuda:") {
-                Some(n) => n
-                    .parse::<usize>()
-                    .map_err(|_| anyhow!("bad device {s:?}: expected cuda:<ordinal>"))?,
-                None => 0,
-            };
-            Device::new_cuda(ord).map_err(|e| {
-                anyhow!(
-                    "cannot open CUDA device {ord}: {e} (is faceval-models built with \
-                     --features cuda, and is a GPU visible?)"
-                )
-            })
-        }
-        other => bail!("unknown device {other:?}: expected cpu, cuda or cuda:<ordinal>"),
-    }
-}
-
-/// Parses "f32" / "bf16" / "f16" (and their long names).
-pub fn parse_dtype(s: &str) -> Result<DType> {
-    match s {
-        "f32" | "float32" => Ok(DType::F32),
-        "bf16" | "bfloat16" => Ok(DType::BF16),
-        "f16" | "float16" => Ok(DType::F16),
-        other => bail!("unknown dtype {other:?}: expected f32, bf16 or f16"),
-    }
-}
-
-/// What a run records about a model loaded from a checkpoint. The weights' sha256 reads every
-/// byte of the files, so it is computed on the first call and kept in `sha256`.
-pub(crate) struct CheckpointInfo<'a> {
-    pub name: &'a str,
-    pub kind: &'a str,
-    pub files: &'a CheckpointFiles,
-    pub sha256: &'a std::sync::OnceLock<Option<String>>,
-    pub device: &'a Device,
-    pub dtype: DType,
-    pub weight_bytes: u64,
-}
-
-impl CheckpointInfo<'_> {
-    pub fn model_info(&self) -> crate::ModelInfo {
-        crate::ModelInfo {
-            name: self.name.to_string(),
-            kind: self.kind.to_string(),
-            device: device_name(self.device).to_string(),
-            dtype: dtype_name(self.dtype).to_string(),
-            weights_sha256: self
-                .sha256
-                .get_or_init(|| self.files.weights_sha256().ok())
-                .clone(),
-            weight_bytes: self.weight_bytes,
-        }
-    }
-}
-
-/// Short device name for manifests: `cpu`, `cuda` or `metal`.
-pub fn device_name(d: &Device) -> &'static str {
-    match d {
-        Device::Cpu => "cpu",
-        Device::Cuda(_) => "cuda",
-        Device::Metal(_) => "metal",
-    }
-}
-
-/// Short dtype name for manifests.
-pub fn dtype_name(d: DType) -> &'static str {
-    match d {
-        DType::F32 => "f32",
-        DType::BF16 => "bf16",
-        DType::F16 => "f16",
-        _ => "other",
-    }
 }

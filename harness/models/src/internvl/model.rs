@@ -412,7 +412,7 @@ impl Model for InternVlModel {
     }
 
     fn info(&self) -> ModelInfo {
-        crate::internvl::CheckpointInfo {
+        crate::checkpoint::CheckpointInfo {
             name: &self.name,
             kind: "internvl",
             files: self.net.files(),

@@ -21,8 +21,8 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::Linear;
 
 use super::config::{Activation, TextConfig};
-use super::vision::linear;
 use super::weights::Weights;
+use crate::nn::linear;
 
 /// Keys and values of every layer for the tokens seen so far, for one sequence (batches run
 /// one cache per sequence, see [`Qwen2::forward_packed`]). Cloning is cheap

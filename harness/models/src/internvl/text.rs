@@ -3,45 +3,18 @@
 //! it, tokenisation with the checkpoint's `tokenizer.json`, stop tokens and decoding.
 
 use std::collections::BTreeSet;
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
-use minijinja::{Environment, ErrorKind, Value as JValue};
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokenizers::Tokenizer;
 
+pub use crate::chat_template::{
+    find_chat_template, locate_chat_template, render_chat_template, user_messages,
+    TemplateSource,
+};
+use crate::checkpoint::read_json_if_present as read_json;
 use crate::conversation::ConversationTemplate;
-
-/// Where the chat template was found (for run manifests and error messages).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TemplateSource {
-    File(PathBuf),
-    Field {
-        file: PathBuf,
-        field: String,
-    },
-    /// An original checkpoint's `config.json` names a conversation template
-    /// ([`crate::conversation`]) and no file carries a Jinja template.
-    Conversation {
-        config: PathBuf,
-        name: String,
-    },
-}
-
-impl std::fmt::Display for TemplateSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::File(p) => write!(f, "{}", p.display()),
-            Self::Field { file, field } => write!(f, "{} field `{field}`", file.display()),
-            Self::Conversation { config, name } => write!(
-                f,
-                "conversation template {name:?} named by {} (rendered as InternVL's chat() renders it)",
-                config.display()
-            ),
-        }
-    }
-}
 
 /// How a checkpoint's prompts are written: its Jinja chat template, or the conversation
 /// template an original InternVL checkpoint names instead.
@@ -78,79 +51,6 @@ fn find_prompt_format(dir: &Path) -> Result<(PromptFormat, TemplateSource)> {
     }
 }
 
-fn read_json(path: &Path) -> Result<Option<Value>> {
-    if !path.exists() {
-        return Ok(None);
-    }
-    let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(Some(
-        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?,
-    ))
-}
-
-/// A `chat_template` field may be a string or, in tokenizer_config.json, a list of
-/// `{name, template}`; transformers takes the one named "default".
-fn template_from_field(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Array(list) => list
-            .iter()
-            .find(|t| t.get("name").and_then(Value::as_str) == Some("default"))
-            .and_then(|t| t.get("template"))
-            .and_then(Value::as_str)
-            .map(str::to_owned),
-        _ => None,
-    }
-}
-
-/// The chat template, in the order a processor loads it: `chat_template.jinja`,
-/// `chat_template.json`, `processor_config.json`, then `tokenizer_config.json`; `None` when
-/// no file carries one.
-fn locate_chat_template(dir: &Path) -> Result<Option<(String, TemplateSource)>> {
-    let jinja = dir.join("chat_template.jinja");
-    if jinja.exists() {
-        let t =
-            fs::read_to_string(&jinja).with_context(|| format!("reading {}", jinja.display()))?;
-        return Ok(Some((t, TemplateSource::File(jinja))));
-    }
-    for name in [
-        "chat_template.json",
-        "processor_config.json",
-        "tokenizer_config.json",
-    ] {
-        let path = dir.join(name);
-        if let Some(v) = read_json(&path)? {
-            if let Some(field) = v.get("chat_template") {
-                let t = template_from_field(field).ok_or_else(|| {
-                    anyhow!(
-                        "{}: `chat_template` must be a string or a list with a \"default\" entry",
-                        path.display()
-                    )
-                })?;
-                return Ok(Some((
-                    t,
-                    TemplateSource::Field {
-                        file: path,
-                        field: "chat_template".into(),
-                    },
-                )));
-            }
-        }
-    }
-    Ok(None)
-}
-
-/// Finds the chat template, in the order a processor loads it: `chat_template.jinja`,
-/// `chat_template.json`, `processor_config.json`, then `tokenizer_config.json`.
-pub fn find_chat_template(dir: &Path) -> Result<(String, TemplateSource)> {
-    match locate_chat_template(dir)? {
-        Some(found) => Ok(found),
-        None => bail!(
-            "{}: no chat template (looked for chat_template.jinja, chat_template.json, and a `chat_template` field in processor_config.json / tokenizer_config.json)",
-            dir.display()
-        ),
-    }
-}
 
 /// A special token in tokenizer_config.json: a string or an AddedToken object.
 fn token_string(v: &Value) -> Option<String> {
@@ -373,46 +273,4 @@ impl InternVlText {
             .decode(ids, skip_special)
             .map_err(|e| anyhow!("decoding tokens: {e}"))
     }
-}
-
-/// The messages JSON of one user turn with `n_images` image parts followed by the text.
-pub fn user_messages(n_images: usize, user_text: &str) -> Value {
-    let mut content: Vec<Value> = (0..n_images).map(|_| json!({"type": "image"})).collect();
-    content.push(json!({"type": "text", "text": user_text}));
-    json!([{"role": "user", "content": content}])
-}
-
-/// Renders a checkpoint's chat template (`template`, read from `source`) over `messages` the
-/// way transformers' `apply_chat_template` does, with the tokenizer's special tokens
-/// (`bos_token`, ...) as variables. Shared by every generative model.
-pub fn render_chat_template(
-    template: &str,
-    source: &TemplateSource,
-    special_tokens: &[(String, String)],
-    messages: &Value,
-    add_generation_prompt: bool,
-) -> Result<String> {
-    // transformers compiles templates with trim_blocks and lstrip_blocks, and offers
-    // `raise_exception`; Python string/dict/list methods come from minijinja-contrib.
-    let mut env = Environment::new();
-    env.set_trim_blocks(true);
-    env.set_lstrip_blocks(true);
-    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-    env.add_function(
-        "raise_exception",
-        |msg: String| -> std::result::Result<JValue, minijinja::Error> {
-            Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
-        },
-    );
-    env.add_template("chat", template)
-        .map_err(|e| anyhow!("chat template from {source} does not compile: {e:#}"))?;
-    let mut ctx = serde_json::Map::new();
-    ctx.insert("messages".into(), messages.clone());
-    ctx.insert("add_generation_prompt".into(), json!(add_generation_prompt));
-    for (k, v) in special_tokens {
-        ctx.insert(k.clone(), json!(v));
-    }
-    let tmpl = env.get_template("chat").map_err(|e| anyhow!("{e}"))?;
-    tmpl.render(JValue::from_serialize(&ctx))
-        .map_err(|e| anyhow!("rendering the chat template from {source}: {e:#}"))
 }

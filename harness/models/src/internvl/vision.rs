@@ -25,6 +25,7 @@ use candle_nn::Linear;
 use super::config::{Activation, InternVlConfig, NormType, VisionConfig};
 use super::weights::Weights;
 use crate::kernels;
+pub(crate) use crate::nn::linear;
 
 /// LayerNorm or RMSNorm over the last dimension.
 #[derive(Debug, Clone)]
@@ -64,22 +65,6 @@ impl Norm {
             Self::Rms { weight, eps } => candle_nn::ops::rms_norm(&xs, weight, *eps),
         }
     }
-}
-
-pub(crate) fn linear(
-    w: &Weights,
-    prefix: &str,
-    out: usize,
-    inp: usize,
-    bias: bool,
-) -> Result<Linear> {
-    let weight = w.get(&format!("{prefix}.weight"), &[out, inp])?;
-    let bias = if bias {
-        Some(w.get(&format!("{prefix}.bias"), &[out])?)
-    } else {
-        None
-    };
-    Ok(Linear::new(weight, bias))
 }
 
 /// Turns the fused CPU f32 kernels of the vision tower on or off, process-wide (the switch

@@ -12,132 +12,15 @@
 //! `convert_internvl_weights_to_hf.py` does). Every request states the shape config.json implies,
 //! so a checkpoint that disagrees with its config fails naming the tensor and both shapes.
 
-use std::collections::{BTreeSet, HashMap};
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::collections::HashMap;
+use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::safetensors::{Load, MmapedSafetensors};
 use candle_core::{DType, Device, Tensor};
-use sha2::{Digest, Sha256};
 
-/// Files that make up a checkpoint folder.
-#[derive(Debug, Clone)]
-pub struct CheckpointFiles {
-    pub dir: PathBuf,
-    pub config: PathBuf,
-    /// Safetensors files (one, or the shards in index order).
-    pub weights: Vec<PathBuf>,
-    /// `model.safetensors.index.json` when sharded.
-    pub index: Option<PathBuf>,
-}
-
-impl CheckpointFiles {
-    /// Finds config and weights in `dir`. Tells a folder that is not a checkpoint (missing
-    /// files) apart from a corrupt one (files present but unreadable) in its message.
-    pub fn locate(dir: &Path) -> Result<Self> {
-        if !dir.exists() {
-            bail!("model folder {} does not exist", dir.display());
-        }
-        if !dir.is_dir() {
-            bail!("model path {} is not a folder", dir.display());
-        }
-        let config = dir.join("config.json");
-        if !config.is_file() {
-            bail!(
-                "{} is not a model checkpoint: config.json is missing",
-                dir.display()
-            );
-        }
-        let index = dir.join("model.safetensors.index.json");
-        let single = dir.join("model.safetensors");
-        if index.is_file() {
-            let weights = read_index(&index)?;
-            Ok(Self {
-                dir: dir.to_path_buf(),
-                config,
-                weights,
-                index: Some(index),
-            })
-        } else if single.is_file() {
-            Ok(Self {
-                dir: dir.to_path_buf(),
-                config,
-                weights: vec![single],
-                index: None,
-            })
-        } else {
-            let has_bin = dir.join("pytorch_model.bin").exists()
-                || dir.join("pytorch_model.bin.index.json").exists();
-            bail!(
-                "{} has no weights: neither model.safetensors nor model.safetensors.index.json{}",
-                dir.display(),
-                if has_bin {
-                    " (only PyTorch .bin weights, which are not supported; convert them to safetensors)"
-                } else {
-                    ""
-                }
-            )
-        }
-    }
-
-    /// sha256 of the index file when sharded, else of the single weights file.
-    pub fn weights_sha256(&self) -> Result<String> {
-        let path = self.index.as_ref().unwrap_or(&self.weights[0]);
-        let mut file =
-            std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = file
-                .read(&mut buf)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-        }
-        Ok(hex::encode(hasher.finalize()))
-    }
-}
-
-fn read_index(index: &Path) -> Result<Vec<PathBuf>> {
-    let text = std::fs::read_to_string(index)
-        .with_context(|| format!("cannot read {}", index.display()))?;
-    let v: serde_json::Value = serde_json::from_str(&text)
-        .with_context(|| format!("corrupt {}: not valid JSON", index.display()))?;
-    let map = v
-        .get("weight_map")
-        .and_then(|m| m.as_object())
-        .ok_or_else(|| anyhow!("corrupt {}: no `weight_map` object", index.display()))?;
-    let mut shards = BTreeSet::new();
-    for (name, file) in map {
-        let file = file.as_str().ok_or_else(|| {
-            anyhow!(
-                "corrupt {}: weight_map entry for `{name}` is not a file name",
-                index.display()
-            )
-        })?;
-        shards.insert(file.to_string());
-    }
-    let dir = index.parent().unwrap_or(Path::new("."));
-    let mut out = Vec::new();
-    for shard in shards {
-        let p = dir.join(&shard);
-        if !p.is_file() {
-            bail!(
-                "{} lists shard {shard}, which is missing from {}",
-                index.display(),
-                dir.display()
-            );
-        }
-        out.push(p);
-    }
-    if out.is_empty() {
-        bail!("corrupt {}: `weight_map` is empty", index.display());
-    }
-    Ok(out)
-}
+use crate::checkpoint::{check_safetensors_header, CheckpointFiles};
+use crate::nn::TensorSource;
 
 /// The tensor-name layout a checkpoint was saved in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -406,66 +289,10 @@ impl Weights {
     }
 }
 
-/// Reads the 8-byte header length and JSON header so that a truncated or non-safetensors file
-/// fails with "corrupt" and its path rather than a bare deserialisation error.
-fn check_safetensors_header(path: &Path) -> Result<()> {
-    let mut f =
-        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let len = f
-        .metadata()
-        .with_context(|| format!("cannot stat {}", path.display()))?
-        .len();
-    let mut n = [0u8; 8];
-    if len < 8 || f.read_exact(&mut n).is_err() {
-        bail!(
-            "corrupt weights file {}: too short for a safetensors header",
-            path.display()
-        );
+impl TensorSource for Weights {
+    fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        Weights::get(self, name, shape)
     }
-    let hlen = u64::from_le_bytes(n);
-    if hlen == 0 || hlen > 100_000_000 || 8 + hlen > len {
-        bail!(
-            "corrupt weights file {}: header length {hlen} does not fit a {len}-byte file \
-             (truncated download, or not a safetensors file)",
-            path.display()
-        );
-    }
-    let mut header = vec![0u8; hlen as usize];
-    f.read_exact(&mut header)
-        .with_context(|| format!("corrupt weights file {}: unreadable header", path.display()))?;
-    let v: serde_json::Value = serde_json::from_slice(&header).map_err(|e| {
-        anyhow!(
-            "corrupt weights file {}: header is not JSON ({e})",
-            path.display()
-        )
-    })?;
-    // Every tensor's data must lie inside the file.
-    let data_len = len - 8 - hlen;
-    if let Some(obj) = v.as_object() {
-        for (name, info) in obj {
-            if name == "__metadata__" {
-                continue;
-            }
-            let end = info
-                .get("data_offsets")
-                .and_then(|o| o.as_array())
-                .and_then(|o| o.get(1))
-                .and_then(|e| e.as_u64());
-            match end {
-                Some(end) if end <= data_len => {}
-                Some(end) => bail!(
-                    "corrupt weights file {}: tensor `{name}` ends at byte {end} of a {data_len}-byte \
-                     data section (truncated download?)",
-                    path.display()
-                ),
-                None => bail!(
-                    "corrupt weights file {}: tensor `{name}` has no data_offsets",
-                    path.display()
-                ),
-            }
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -31,8 +31,8 @@ use candle_transformers::models::llama::{Cache, Llama};
 pub use config::LlavaConfig;
 pub use model::LlavaModel;
 
-use crate::internvl::generate::{argmax, log_sum_exp, top_k_logprobs};
-use crate::internvl::CheckpointFiles;
+use crate::checkpoint::{generation_config_eos, CheckpointFiles};
+use crate::generation::{argmax, log_sum_exp, top_k_logprobs};
 use config::{ProjectorAct, SelectStrategy};
 
 /// The LLaVA network with its weights on one device.
@@ -101,7 +101,7 @@ impl Llava {
         let llama = Llama::load(vb.pp("text"), &llama_cfg).context("building the Llama decoder")?;
         let empty_cache = Cache::new(true, dtype, &llama_cfg, device)?;
         let mut eos_token_ids = config.text.eos_token_ids.clone();
-        for id in crate::internvl::generation_config_eos(dir)? {
+        for id in generation_config_eos(dir)? {
             if !eos_token_ids.contains(&id) {
                 eos_token_ids.push(id);
             }

@@ -132,7 +132,7 @@ impl Model for LlavaModel {
     }
 
     fn info(&self) -> ModelInfo {
-        crate::internvl::CheckpointInfo {
+        crate::checkpoint::CheckpointInfo {
             name: &self.name,
             kind: "llava",
             files: self.net.files(),

@@ -3,7 +3,7 @@
 //! normalise; plus the LlavaProcessor settings that fix how many `<image>` tokens one image
 //! becomes.
 //!
-//! The resampler is `internvl::preprocess::resize_bicubic`, which reproduces Pillow's bicubic
+//! The resampler is `crate::preprocess::resize_bicubic`, which reproduces Pillow's bicubic
 //! bit for bit (transformers 5.17 instantiates the PIL backend when torchvision is absent, as
 //! here; with torchvision it would pick the torchvision backend, whose uint8 antialiased
 //! bicubic differs from Pillow's by a unit or two).
@@ -16,7 +16,8 @@ use image::{DynamicImage, RgbImage};
 use serde_json::Value;
 
 use super::config::{LlavaConfig, SelectStrategy};
-use crate::internvl::preprocess::{push_normalized_chw, resize_bicubic};
+use crate::checkpoint::read_json_if_present as read_json;
+use crate::preprocess::{push_normalized_chw, resize_bicubic};
 
 /// Target of the resize step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,17 +47,6 @@ pub struct LlavaProcessorConfig {
     pub num_additional_image_tokens: u32,
     pub select_strategy: SelectStrategy,
     pub image_token: String,
-}
-
-fn read_json(path: &Path) -> Result<Option<Value>> {
-    if !path.is_file() {
-        return Ok(None);
-    }
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    Ok(Some(serde_json::from_str(&text).with_context(|| {
-        format!("corrupt {}: not valid JSON", path.display())
-    })?))
 }
 
 fn get_u32(o: &Value, key: &str, file: &Path) -> Result<Option<u32>> {

@@ -9,7 +9,9 @@ use anyhow::{anyhow, bail, Result};
 use serde_json::Value;
 use tokenizers::Tokenizer;
 
-use crate::internvl::text::{find_chat_template, render_chat_template, TemplateSource};
+use crate::chat_template::{
+    find_chat_template, render_chat_template, user_messages, TemplateSource,
+};
 
 /// Removes transformers' `{% generation %}` / `{% endgeneration %}` tags, which only mark the
 /// assistant's span for `return_assistant_tokens_mask` and render to nothing; minijinja has
@@ -140,7 +142,7 @@ impl LlavaText {
 
     /// One user turn with `n_images` images then `user_text`: (rendered, expanded, ids).
     pub fn build(&self, n_images: usize, user_text: &str) -> Result<(String, String, Vec<u32>)> {
-        let messages = crate::internvl::text::user_messages(n_images, user_text);
+        let messages = user_messages(n_images, user_text);
         let rendered = self.render(&messages, true)?;
         let expanded = self.expand(&rendered, n_images)?;
         let ids = self.encode(&expanded)?;

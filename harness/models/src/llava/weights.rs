@@ -17,7 +17,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
 use super::config::LlavaConfig;
-use crate::internvl::CheckpointFiles;
+use crate::checkpoint::CheckpointFiles;
 
 /// Canonical name (the path candle's modules ask for) of a checkpoint tensor name, or `None`
 /// for names LLaVA does not use (e.g. CLIP's old `position_ids` buffer).

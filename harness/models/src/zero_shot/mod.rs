@@ -28,7 +28,7 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::{clip, siglip};
 use image::DynamicImage;
 
-use crate::internvl::CheckpointFiles;
+use crate::checkpoint::CheckpointFiles;
 use crate::model::{Generation, Model, ModelInfo, Request, StepTimings};
 pub use config::{Family, ZeroShotConfig};
 pub use preprocess::ImageProcessor;
@@ -530,7 +530,7 @@ impl Model for ZeroShotModel {
     }
 
     fn info(&self) -> ModelInfo {
-        crate::internvl::CheckpointInfo {
+        crate::checkpoint::CheckpointInfo {
             name: &self.name,
             kind: self.family().name(),
             files: self.net.files(),

@@ -6,19 +6,20 @@
 //! mean/std (OpenAI's by default). SigLIP (`SiglipImageProcessor`): RGB, bicubic resize to
 //! `size.height` x `size.width`, rescale, normalise (0.5/0.5 by default).
 //!
-//! Resizing reuses the Pillow-exact bicubic resampler of [`crate::internvl::preprocess`]: that is
+//! Resizing reuses the Pillow-exact bicubic resampler of [`crate::preprocess`]: that is
 //! what transformers' PIL backend runs, and the one AutoProcessor instantiates when torchvision
 //! is absent (the fixtures record which). The torchvision backend differs from Pillow by a uint8
 //! unit or two at most (measured for InternVL, see its fixtures' README).
 
 use std::path::Path;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use image::{DynamicImage, RgbImage};
 use serde_json::Value;
 
 use super::config::Family;
-use crate::internvl::preprocess::{push_normalized_chw, resize_bicubic};
+use crate::checkpoint::read_json;
+use crate::preprocess::{push_normalized_chw, resize_bicubic};
 
 // transformers' OPENAI_CLIP_MEAN / OPENAI_CLIP_STD as written there (rounded to f32 on use, as
 // numpy does when it builds the float32 mean/std arrays).
@@ -308,12 +309,6 @@ fn center_crop(img: &RgbImage, crop_h: u32, crop_w: u32) -> RgbImage {
         crop_h,
     )
     .to_image()
-}
-
-fn read_json(path: &Path) -> Result<Value> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", path.display()))
 }
 
 #[cfg(test)]
