@@ -128,7 +128,7 @@ impl Config {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_nanos() as u64)
                 .unwrap_or(1),
-            None => 0x0face_5eed,
+            None => 0xface_5eed,
         };
         let hang = var("FACEVAL_FUZZ_HANG_SECONDS")
             .and_then(|v| v.trim().parse::<f64>().ok())
