@@ -334,6 +334,20 @@ pub fn render_chat_template(
             Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
         },
     );
+    // minijinja keeps error columns in a u16 and overflows past them (a panic in debug
+    // builds); no real template has such a line, so say so instead.
+    if let Some((i, line)) = template
+        .lines()
+        .enumerate()
+        .find(|(_, l)| l.len() >= usize::from(u16::MAX))
+    {
+        bail!(
+            "chat template from {source}: line {} is {} bytes long; the template engine \
+             takes lines of up to 65534",
+            i + 1,
+            line.len()
+        );
+    }
     // `{e}`, not `{e:#}`: minijinja's alternate form adds a source excerpt whose caret line
     // underflows on some spans (a `{% for in x %}` panics; fuzz/regressions/chat_template/).
     env.add_template("chat", template)
