@@ -590,19 +590,24 @@ fn str_or(v: &Value, sec: &str, key: &str, d: &str) -> Result<String> {
 }
 
 /// `image_size` / `patch_size`: an integer or a `[h, w]` pair.
+/// Both must be positive: sizes are divided by patch sizes (a zero panicked).
 fn pair_req(v: &Value, sec: &str, key: &str) -> Result<(usize, usize)> {
     let x = present(v, key).ok_or_else(|| anyhow!("config field `{sec}.{key}` is missing"))?;
-    if let Some(n) = x.as_u64() {
-        return Ok((n as usize, n as usize));
+    let pair = if let Some(n) = x.as_u64() {
+        Some((n as usize, n as usize))
+    } else if let Some([h, w]) = x.as_array().map(Vec::as_slice) {
+        h.as_u64()
+            .zip(w.as_u64())
+            .map(|(h, w)| (h as usize, w as usize))
+    } else {
+        None
+    };
+    match pair {
+        Some((h, w)) if h > 0 && w > 0 => Ok((h, w)),
+        _ => bail!(
+            "config field `{sec}.{key}`: expected a positive integer or [height, width], found {x}"
+        ),
     }
-    if let Some(a) = x.as_array() {
-        if let [h, w] = a.as_slice() {
-            if let (Some(h), Some(w)) = (h.as_u64(), w.as_u64()) {
-                return Ok((h as usize, w as usize));
-            }
-        }
-    }
-    bail!("config field `{sec}.{key}`: expected an integer or [height, width], found {x}")
 }
 
 fn pair_or(v: &Value, sec: &str, key: &str, d: usize) -> Result<(usize, usize)> {

@@ -20,7 +20,8 @@ pub fn strip_generation_tags(template: &str) -> String {
     let mut out = String::with_capacity(template.len());
     let mut rest = template;
     while let Some(start) = rest.find("{%") {
-        let Some(len) = rest[start..].find("%}") else {
+        // Search past the opening `{%`: in `{%}` the `%` would otherwise close the tag too.
+        let Some(len) = rest[start + 2..].find("%}").map(|n| n + 2) else {
             break;
         };
         let tag = &rest[start + 2..start + len];
