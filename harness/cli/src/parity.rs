@@ -218,7 +218,9 @@ fn select(mut names: Vec<String>, want: &[String]) -> Result<Vec<String>> {
 
 pub fn parity(args: ParityArgs) -> Result<ExitCode> {
     let root = &args.fixtures;
-    if matches!(args.family.as_str(), "auto" | "qwen2_vl") && crate::parity_qwen::is_qwen_fixture(root) {
+    if matches!(args.family.as_str(), "auto" | "qwen2_vl")
+        && crate::parity_qwen::is_qwen_fixture(root)
+    {
         return crate::parity_qwen::parity(&args);
     }
     let family = match args.family.as_str() {

@@ -10,8 +10,7 @@ use serde_json::Value;
 use tokenizers::Tokenizer;
 
 pub use crate::chat_template::{
-    find_chat_template, locate_chat_template, render_chat_template, user_messages,
-    TemplateSource,
+    find_chat_template, locate_chat_template, render_chat_template, user_messages, TemplateSource,
 };
 use crate::checkpoint::read_json_if_present as read_json;
 use crate::conversation::ConversationTemplate;
@@ -50,7 +49,6 @@ fn find_prompt_format(dir: &Path) -> Result<(PromptFormat, TemplateSource)> {
         ),
     }
 }
-
 
 /// A special token in tokenizer_config.json: a string or an AddedToken object.
 fn token_string(v: &Value) -> Option<String> {
