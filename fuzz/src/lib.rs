@@ -247,12 +247,22 @@ pub fn fuzz(
         .unwrap_or_else(|p| p.into_inner())
         .push(Arc::clone(&slot));
     let mut crashes = Vec::new();
+    let current = cfg.seconds.map(|_| {
+        let dir = cfg.crashes.join(target);
+        let _ = std::fs::create_dir_all(&dir);
+        dir.join("current")
+    });
     let mut one = |input: &[u8], crashes: &mut Vec<PathBuf>| {
         {
             let mut s = slot.lock().unwrap_or_else(|p| p.into_inner());
             s.input.clear();
             s.input.extend_from_slice(input);
             s.started = Some(Instant::now());
+        }
+        // A stack overflow aborts the process past catch_unwind and the watchdog; in timed
+        // runs each input is written first, so the one that killed the process is on disk.
+        if let Some(current) = &current {
+            let _ = std::fs::write(current, input);
         }
         let outcome = catch_unwind(AssertUnwindSafe(|| run(input)));
         slot.lock().unwrap_or_else(|p| p.into_inner()).started = None;

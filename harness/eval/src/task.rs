@@ -404,6 +404,8 @@ impl Task {
                 seen.push(v.trim());
             }
         }
+        faceval_models::chat_template::check_limits(&q.template)
+            .map_err(|m| input_error(format!("{}: {m}", at("question", "template"))))?;
         let mut env = minijinja::Environment::new();
         env.add_template("prompt", &q.template).map_err(|e| {
             input_error(format!(

@@ -105,6 +105,53 @@ pub fn find_chat_template(dir: &Path) -> Result<(String, TemplateSource)> {
     }
 }
 
+/// The longest `{{ … }}` / `{% … %}` tag a template file may hold. Real templates' tags are
+/// under a few hundred bytes; a tag of tens of KB can chain expressions (`o.a.a.a…` ten
+/// thousand times) that minijinja compiles recursively, past a thread's stack (a fuzzer found
+/// it: fuzz/regressions/task_toml/).
+pub const MAX_TAG_BYTES: usize = 8192;
+
+/// Limits minijinja does not enforce itself, checked before any template read from a file is
+/// compiled (chat templates here, task prompt templates in the eval crate): a line of 65535+
+/// bytes overflows its column counter, and an oversized tag can overflow the stack.
+pub fn check_limits(template: &str) -> std::result::Result<(), String> {
+    if let Some((i, line)) = template
+        .lines()
+        .enumerate()
+        .find(|(_, l)| l.len() >= usize::from(u16::MAX))
+    {
+        return Err(format!(
+            "line {} is {} bytes long; the template engine takes lines of up to 65534",
+            i + 1,
+            line.len()
+        ));
+    }
+    let bytes = template.as_bytes();
+    let mut at = 0;
+    while let Some(open) = template[at..].find('{').map(|k| at + k) {
+        let close = match bytes.get(open + 1) {
+            Some(b'{') => "}}",
+            Some(b'%') => "%}",
+            _ => {
+                at = open + 1;
+                continue;
+            }
+        };
+        let end = template[open + 2..]
+            .find(close)
+            .map_or(template.len(), |k| open + 2 + k + 2);
+        if end - open > MAX_TAG_BYTES {
+            let line = template[..open].matches('\n').count() + 1;
+            return Err(format!(
+                "the tag starting on line {line} is {} bytes long; tags may be up to {MAX_TAG_BYTES} bytes",
+                end - open
+            ));
+        }
+        at = end.max(open + 2);
+    }
+    Ok(())
+}
+
 /// The messages JSON of one user turn with `n_images` image parts followed by the text.
 pub fn user_messages(n_images: usize, user_text: &str) -> Value {
     let mut content: Vec<Value> = (0..n_images).map(|_| json!({"type": "image"})).collect();
@@ -134,20 +181,7 @@ pub fn render_chat_template(
             Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
         },
     );
-    // minijinja keeps error columns in a u16 and overflows past them (a panic in debug
-    // builds); no real template has such a line, so say so instead.
-    if let Some((i, line)) = template
-        .lines()
-        .enumerate()
-        .find(|(_, l)| l.len() >= usize::from(u16::MAX))
-    {
-        bail!(
-            "chat template from {source}: line {} is {} bytes long; the template engine \
-             takes lines of up to 65534",
-            i + 1,
-            line.len()
-        );
-    }
+    check_limits(template).map_err(|m| anyhow!("chat template from {source}: {m}"))?;
     // `{e}`, not `{e:#}`: minijinja's alternate form adds a source excerpt whose caret line
     // underflows on some spans (a `{% for in x %}` panics; fuzz/regressions/chat_template/).
     env.add_template("chat", template)
@@ -161,4 +195,21 @@ pub fn render_chat_template(
     let tmpl = env.get_template("chat").map_err(|e| anyhow!("{e}"))?;
     tmpl.render(JValue::from_serialize(&ctx))
         .map_err(|e| anyhow!("rendering the chat template from {source}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oversized_tags_and_lines_are_refused_before_compiling() {
+        assert!(check_limits("{{ o.a.b }}{% if x %}y{% endif %} {not a tag}").is_ok());
+        let chain = format!("x\n{{{{ o{} }}}}", ".leo".repeat(14_000));
+        let err = check_limits(&chain).unwrap_err();
+        assert!(err.contains("line 2") && err.contains("8192"), "{err}");
+        let unclosed = format!("{{% if {}", "a and ".repeat(3000));
+        assert!(check_limits(&unclosed).is_err());
+        let long_line = "a".repeat(70_000);
+        assert!(check_limits(&long_line).unwrap_err().contains("65534"));
+    }
 }

@@ -267,3 +267,18 @@ impl CheckpointInfo<'_> {
         }
     }
 }
+
+/// Load a `tokenizer.json`; errors (and the `tokenizers` crate's own panics on some malformed
+/// files, e.g. a damaged `decoder` section: `.expect("Helper")` in tokenizers 0.22, found by
+/// the fuzzer) become an error naming the file.
+pub fn load_tokenizer(path: &Path) -> Result<tokenizers::Tokenizer> {
+    let loaded = std::panic::catch_unwind(|| tokenizers::Tokenizer::from_file(path));
+    match loaded {
+        Ok(Ok(t)) => Ok(t),
+        Ok(Err(e)) => Err(anyhow::anyhow!("cannot load tokenizer {}: {e}", path.display())),
+        Err(_) => Err(anyhow::anyhow!(
+            "cannot load tokenizer {}: the file is malformed (the tokenizers library gave up on it)",
+            path.display()
+        )),
+    }
+}

@@ -93,8 +93,7 @@ impl InternVlText {
     /// [`super::preprocess::ProcessorConfig`]).
     pub fn from_dir(dir: &Path, image_seq_length: usize) -> Result<Self> {
         let tok_path = dir.join("tokenizer.json");
-        let tokenizer = Tokenizer::from_file(&tok_path)
-            .map_err(|e| anyhow!("cannot load tokenizer {}: {e}", tok_path.display()))?;
+        let tokenizer = crate::checkpoint::load_tokenizer(&tok_path)?;
         let (format, template_source) = find_prompt_format(dir)?;
 
         let tc_path = dir.join("tokenizer_config.json");

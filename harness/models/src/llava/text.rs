@@ -64,8 +64,7 @@ impl LlavaText {
                 dir.display()
             );
         }
-        let tokenizer = Tokenizer::from_file(&tok_path)
-            .map_err(|e| anyhow!("cannot load tokenizer {}: {e}", tok_path.display()))?;
+        let tokenizer = crate::checkpoint::load_tokenizer(&tok_path)?;
         let (template, template_source) = find_chat_template(dir)?;
         let template = strip_generation_tags(&template);
         let image_token_id = tokenizer.token_to_id(image_token).ok_or_else(|| {

@@ -26,8 +26,7 @@ pub struct QwenText {
 impl QwenText {
     pub fn from_dir(dir: &Path) -> Result<Self> {
         let tok_path = dir.join("tokenizer.json");
-        let tokenizer = Tokenizer::from_file(&tok_path)
-            .map_err(|e| anyhow!("cannot load tokenizer {}: {e}", tok_path.display()))?;
+        let tokenizer = crate::checkpoint::load_tokenizer(&tok_path)?;
         let (template, template_source) = find_chat_template(dir)?;
         let tc = read_json_if_present(&dir.join("tokenizer_config.json"))?.unwrap_or(Value::Null);
         let mut template_tokens = Vec::new();

@@ -47,8 +47,7 @@ impl TextTokenizer {
                         dir.display()
                     );
                 }
-                let inner = Tokenizer::from_file(&file)
-                    .map_err(|e| anyhow!("cannot load {}: {e}", file.display()))?;
+                let inner = crate::checkpoint::load_tokenizer(&file)?;
                 Ok(Self {
                     inner,
                     family,
