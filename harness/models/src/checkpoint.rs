@@ -282,3 +282,31 @@ pub fn load_tokenizer(path: &Path) -> Result<tokenizers::Tokenizer> {
         )),
     }
 }
+
+/// `Tokenizer::encode` that cannot take the process down: a tokenizer.json that loads but
+/// whose tables disagree (a merge or added token missing from the vocabulary) makes the
+/// `tokenizers` crate panic while encoding ("no entry found for key", found by the fuzzer);
+/// here that is an error like any other encoding error.
+pub trait EncodeChecked {
+    fn encode_checked(
+        &self,
+        text: &str,
+        add_special_tokens: bool,
+    ) -> std::result::Result<tokenizers::Encoding, String>;
+}
+
+impl EncodeChecked for tokenizers::Tokenizer {
+    fn encode_checked(
+        &self,
+        text: &str,
+        add_special_tokens: bool,
+    ) -> std::result::Result<tokenizers::Encoding, String> {
+        let run = std::panic::AssertUnwindSafe(|| self.encode(text, add_special_tokens));
+        match std::panic::catch_unwind(run) {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => {
+                Err("the tokenizer's tables are inconsistent (tokenizer.json is malformed)".into())
+            }
+        }
+    }
+}

@@ -13,6 +13,7 @@
 //! ([`generate::greedy_batch`]) with the tokens and text of one request at a time (logits
 //! equal to a few f32 ulps, see `generate.rs`).
 
+use crate::checkpoint::EncodeChecked;
 use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -553,7 +554,7 @@ impl Model for InternVlModel {
             let enc = self
                 .text
                 .tokenizer()
-                .encode(choice.as_str(), false)
+                .encode_checked(choice.as_str(), false)
                 .map_err(|e| anyhow::anyhow!("tokenizing answer {choice:?}: {e}"))?;
             let mut ids = enc.get_ids().to_vec();
             if ids.is_empty() {

@@ -2,6 +2,7 @@
 //! way transformers renders it, `<IMG_CONTEXT>` expansion exactly as `InternVLProcessor` does
 //! it, tokenisation with the checkpoint's `tokenizer.json`, stop tokens and decoding.
 
+use crate::checkpoint::EncodeChecked;
 use std::collections::BTreeSet;
 use std::path::Path;
 
@@ -237,7 +238,7 @@ impl InternVlText {
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         let enc = self
             .tokenizer
-            .encode(text, true)
+            .encode_checked(text, true)
             .map_err(|e| anyhow!("tokenizing the prompt: {e}"))?;
         Ok(enc.get_ids().to_vec())
     }

@@ -4,6 +4,7 @@
 //! with the checkpoint's chat template, images preprocessed as CLIPImageProcessor does, then
 //! greedy decoding or answer scoring. Stage timings go into [`StepTimings`].
 
+use crate::checkpoint::EncodeChecked;
 use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -193,7 +194,7 @@ impl Model for LlavaModel {
             let enc = self
                 .text
                 .tokenizer()
-                .encode(choice.as_str(), false)
+                .encode_checked(choice.as_str(), false)
                 .map_err(|e| anyhow!("tokenizing answer {choice:?}: {e}"))?;
             let mut ids = enc.get_ids().to_vec();
             if ids.is_empty() {

@@ -3,6 +3,7 @@
 //! as LlavaProcessor does it, and tokenisation with the checkpoint's tokenizer.json (its
 //! post-processor adds the BOS, as the processor's tokenizer call does).
 
+use crate::checkpoint::EncodeChecked;
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Result};
@@ -135,7 +136,7 @@ impl LlavaText {
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         let enc = self
             .tokenizer
-            .encode(text, true)
+            .encode_checked(text, true)
             .map_err(|e| anyhow!("tokenizing the prompt: {e}"))?;
         Ok(enc.get_ids().to_vec())
     }

@@ -5,6 +5,7 @@
 //! greedy decoding or answer scoring. Stage timings go into [`StepTimings`]. Batches use the
 //! trait's default (one request after another), so batch-N answers are batch-1 answers.
 
+use crate::checkpoint::EncodeChecked;
 use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -226,7 +227,7 @@ impl Model for Qwen2VlModel {
             let enc = self
                 .text
                 .tokenizer()
-                .encode(choice.as_str(), false)
+                .encode_checked(choice.as_str(), false)
                 .map_err(|e| anyhow!("tokenizing answer {choice:?}: {e}"))?;
             let mut ids = enc.get_ids().to_vec();
             if ids.is_empty() {

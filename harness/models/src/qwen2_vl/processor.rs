@@ -3,6 +3,7 @@
 //! with the checkpoint's `tokenizer.json`, and the M-RoPE position ids of
 //! `Qwen2VLModel.get_rope_index`.
 
+use crate::checkpoint::EncodeChecked;
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Result};
@@ -105,7 +106,7 @@ impl QwenText {
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         Ok(self
             .tokenizer
-            .encode(text, true)
+            .encode_checked(text, true)
             .map_err(|e| anyhow!("tokenizing the prompt: {e}"))?
             .get_ids()
             .to_vec())

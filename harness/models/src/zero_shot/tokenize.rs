@@ -13,6 +13,7 @@
 //! runs collapsed, stripped); `</s>` is appended and the ids are padded with the pad token to
 //! `max_length` 64 (as SigLIP was trained and the transformers docs require).
 
+use crate::checkpoint::EncodeChecked;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -132,7 +133,7 @@ impl TextTokenizer {
             Family::Clip => {
                 let enc = self
                     .inner
-                    .encode(text, true)
+                    .encode_checked(text, true)
                     .map_err(|e| anyhow!("tokenizing {text:?}: {e}"))?;
                 let ids = enc.get_ids().to_vec();
                 if ids.len() > self.max_length {
@@ -148,7 +149,7 @@ impl TextTokenizer {
                 let canon = canonicalize_text(text);
                 let enc = self
                     .inner
-                    .encode(canon.as_str(), false)
+                    .encode_checked(canon.as_str(), false)
                     .map_err(|e| anyhow!("tokenizing {text:?}: {e}"))?;
                 let mut ids = enc.get_ids().to_vec();
                 // truncation=True keeps room for the eos.
