@@ -451,28 +451,13 @@ fn check(
     };
     let out = generate::greedy(model, &embeds, &opts, |_| false)?;
     let want_tokens = &case.generated[ck];
-    let first_mismatch = out
-        .tokens
-        .iter()
-        .zip(want_tokens)
-        .position(|(a, b)| a != b)
-        .or_else(|| {
-            (out.tokens.len() != want_tokens.len()).then(|| out.tokens.len().min(want_tokens.len()))
-        });
-    // Step i's logits depend on tokens 0..i only, so they are comparable up to the first mismatch.
-    let comparable = match first_mismatch {
-        Some(k) => k + 1,
-        None => out.tokens.len(),
-    }
-    .min(out.step_logits.len())
-    .min(want_steps.dim(0)?);
-    let mut d_step = 0f32;
-    for (i, got) in out.step_logits.iter().take(comparable).enumerate() {
-        let got = Tensor::new(got.as_slice(), &Device::Cpu)?;
-        d_step = d_step.max(
-            max_abs_diff(&got, &want_steps.get(i)?).with_context(|| format!("step {i} logits"))?,
-        );
-    }
+    let first_mismatch = first_difference(&out.tokens, want_tokens);
+    let d_step = step_logits_diff(
+        &out.step_logits,
+        want_steps,
+        first_mismatch,
+        out.tokens.len(),
+    )?;
 
     let failures = judge(
         strict,
@@ -507,7 +492,7 @@ fn check(
 }
 
 /// First position where the greedy tokens differ (a shorter run differs where it ends).
-fn first_difference<T: PartialEq>(got: &[T], want: &[T]) -> Option<usize> {
+pub(crate) fn first_difference<T: PartialEq>(got: &[T], want: &[T]) -> Option<usize> {
     got.iter()
         .zip(want)
         .position(|(a, b)| a != b)
@@ -516,7 +501,7 @@ fn first_difference<T: PartialEq>(got: &[T], want: &[T]) -> Option<usize> {
 
 /// Max abs difference of the step logits both runs share: step i depends on tokens 0..i
 /// only, so steps are comparable up to and including the first mismatch.
-fn step_logits_diff(
+pub(crate) fn step_logits_diff(
     got: &[Vec<f32>],
     want: &Tensor,
     first_mismatch: Option<usize>,

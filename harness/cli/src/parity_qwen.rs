@@ -19,7 +19,8 @@ use faceval_models::device::{dtype_name, parse_device, parse_dtype};
 use faceval_models::qwen2_vl::Qwen2Vl;
 
 use crate::parity::{
-    device_name, judge, max_abs_diff, print_table, to_host, ParityArgs, Report, Row,
+    device_name, first_difference, judge, max_abs_diff, print_table, step_logits_diff, to_host,
+    ParityArgs, Report, Row,
 };
 
 const FAMILIES: [&str; 2] = ["qwen2_vl", "qwen2_5_vl"];
@@ -158,28 +159,13 @@ fn check(net: &Qwen2Vl, case: &Case, strict: bool, tol: f32) -> Result<Row> {
         |_| false,
     )?;
     let want_tokens = &case.generated;
-    let first_mismatch = out
-        .tokens
-        .iter()
-        .zip(want_tokens)
-        .position(|(a, b)| a != b)
-        .or_else(|| {
-            (out.tokens.len() != want_tokens.len()).then(|| out.tokens.len().min(want_tokens.len()))
-        });
-    // Step i's logits depend on tokens 0..i only, so they are comparable up to the first mismatch.
-    let comparable = match first_mismatch {
-        Some(k) => k + 1,
-        None => out.tokens.len(),
-    }
-    .min(out.step_logits.len())
-    .min(want_steps.dim(0)?);
-    let mut d_step = 0f32;
-    for (i, got) in out.step_logits.iter().take(comparable).enumerate() {
-        let got = Tensor::new(got.as_slice(), &Device::Cpu)?;
-        d_step = d_step.max(
-            max_abs_diff(&got, &want_steps.get(i)?).with_context(|| format!("step {i} logits"))?,
-        );
-    }
+    let first_mismatch = first_difference(&out.tokens, want_tokens);
+    let d_step = step_logits_diff(
+        &out.step_logits,
+        want_steps,
+        first_mismatch,
+        out.tokens.len(),
+    )?;
     let failures = judge(
         strict,
         tol,
