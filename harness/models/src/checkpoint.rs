@@ -310,3 +310,22 @@ impl EncodeChecked for tokenizers::Tokenizer {
         }
     }
 }
+
+/// Stop tokens of a chat model: the config's eos ids plus the chat turn's end token
+/// (`turn_end`, e.g. `<|im_end|>` or `</s>`) when the vocabulary has it; and the token that
+/// ends an answer for likelihood scoring (the turn end, else the first eos).
+pub fn stop_tokens(
+    eos_ids: &[u32],
+    tokenizer: &tokenizers::Tokenizer,
+    turn_end: &str,
+) -> (Vec<u32>, Option<u32>) {
+    let mut stop = eos_ids.to_vec();
+    let turn_end = tokenizer.token_to_id(turn_end);
+    if let Some(id) = turn_end {
+        if !stop.contains(&id) {
+            stop.push(id);
+        }
+    }
+    let end_of_turn = turn_end.or_else(|| stop.first().copied());
+    (stop, end_of_turn)
+}

@@ -60,14 +60,8 @@ impl LlavaModel {
                 net.config().text.vocab_size
             );
         }
-        let mut stop_token_ids = net.eos_token_ids().to_vec();
-        let eos = text.tokenizer().token_to_id("</s>");
-        if let Some(id) = eos {
-            if !stop_token_ids.contains(&id) {
-                stop_token_ids.push(id);
-            }
-        }
-        let end_of_turn = eos.or_else(|| stop_token_ids.first().copied());
+        let (stop_token_ids, end_of_turn) =
+            crate::checkpoint::stop_tokens(net.eos_token_ids(), text.tokenizer(), "</s>");
         Ok(Self {
             name,
             net,

@@ -74,14 +74,8 @@ impl Qwen2VlModel {
                 net.config().image_token_id
             );
         }
-        let mut stop_token_ids = net.eos_token_ids().to_vec();
-        let im_end = text.tokenizer().token_to_id("<|im_end|>");
-        if let Some(id) = im_end {
-            if !stop_token_ids.contains(&id) {
-                stop_token_ids.push(id);
-            }
-        }
-        let end_of_turn = im_end.or_else(|| stop_token_ids.first().copied());
+        let (stop_token_ids, end_of_turn) =
+            crate::checkpoint::stop_tokens(net.eos_token_ids(), text.tokenizer(), "<|im_end|>");
         Ok(Self {
             name,
             net,
