@@ -22,13 +22,15 @@ if [[ "${FACEVAL_FUZZ_PROFILE:-dev}" == release ]]; then
   bin_dir=release
 fi
 target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
-tests=(--test parsers --test serve)
 
-# The serve targets drive the faceval binary, so build it with the same profile.
-cargo build --locked -p faceval "${profile_flag[@]}"
+# The serve targets drive the faceval binary, so build it with the same profile. Both builds
+# take the whole workspace's feature set, so a tree already built by `cargo test --workspace`
+# is reused as it is (`-p` would select narrower features and rebuild candle and friends).
+cargo build --locked --workspace --bins "${profile_flag[@]}"
 # The test executables are run directly below, not through `cargo test`: an hour under cargo
 # would hold the build directory's lock, and every other cargo command would wait for it.
-mapfile -t exes < <(cargo test --locked -p faceval-fuzz "${profile_flag[@]}" "${tests[@]}" --no-run --message-format=json |
+mapfile -t exes < <(cargo test --locked --workspace "${profile_flag[@]}" --no-run --message-format=json |
+  grep '"kind":\["test"\]' | grep 'faceval-fuzz' | grep -E '"name":"(parsers|serve)"' |
   sed -n 's/.*"executable":"\([^"]*\)".*/\1/p')
 if [[ ${#exes[@]} -ne 2 ]]; then
   echo "fuzz.sh: expected 2 test executables, got: ${exes[*]}" >&2

@@ -45,7 +45,7 @@ from scipy import stats
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.multitest import multipletests
-from statsmodels.stats.proportion import proportion_confint
+from statsmodels.stats.proportion import confint_proportions_2indep, proportion_confint
 
 SEP = " × "
 OUT = Path(__file__).resolve().parent.parent / "harness/eval/tests/fixtures/stats_reference.json"
@@ -224,6 +224,21 @@ def paired():
             "newcombe_table_iii": [list(r) for r in NEWCOMBE_TABLE_III]}
 
 
+def independent():
+    """Difference of two independent proportions, Newcombe's hybrid score interval (method 10
+    of Stat Med 17:873), as statsmodels computes it."""
+    cases = []
+    for k1, n1, k2, n2 in [(56, 70, 48, 80), (9, 10, 3, 10), (6, 7, 2, 7), (5, 56, 0, 29),
+                           (0, 10, 0, 20), (10, 10, 0, 20), (412, 600, 3000, 4400), (1, 1, 0, 1),
+                           (37, 40, 4512, 4960)]:
+        for conf in (0.95, 0.9):
+            lo, hi = confint_proportions_2indep(k1, n1, k2, n2, method="newcomb", compare="diff",
+                                                alpha=1 - conf)
+            cases.append({"k1": k1, "n1": n1, "k2": k2, "n2": n2, "confidence": conf,
+                          "estimate": k1 / n1 - k2 / n2, "low": f(lo), "high": f(hi)})
+    return cases
+
+
 # ---------------------------------------------------------------- fairness
 def mf_measures(mf: MetricFrame):
     by = mf.by_group.dropna()  # empty intersections appear as NaN rows
@@ -358,6 +373,7 @@ def main():
         "multiple": multiple(),
         "cluster": cluster(),
         "paired": paired(),
+        "independent": independent(),
         "fairness": fairness(),
         "binary": binary(),
     }

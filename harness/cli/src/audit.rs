@@ -56,6 +56,10 @@ pub struct AuditArgs {
     /// Also write a self-contained HTML page of the audit.
     #[arg(long)]
     pub html: Option<PathBuf>,
+    /// An overlap.json from `faceval overlap`: each checked task also shows its accuracy on
+    /// the clean slice (questions whose images were not found in the training set).
+    #[arg(long)]
+    pub overlap: Option<PathBuf>,
 }
 
 pub fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
@@ -80,6 +84,11 @@ pub fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
         resamples: args.resamples,
         tasks: args.tasks,
         positive: args.positive,
+        overlap: args
+            .overlap
+            .as_deref()
+            .map(faceval_eval::overlap::read)
+            .transpose()?,
     };
     let report = audit::audit_dirs(&args.runs, &options)?;
     if let Some(path) = &args.html {

@@ -121,6 +121,11 @@ pub enum ImportFormat {
 pub struct ScoreArgs {
     #[arg(required = true, num_args = 1..)]
     pub runs: Vec<PathBuf>,
+    /// An overlap.json from `faceval overlap`: also score each checked task on its clean
+    /// slice (questions whose images were not found in the training set), written to
+    /// metrics.json as `contamination` (docs/overlap.md).
+    #[arg(long)]
+    pub overlap: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -383,12 +388,68 @@ pub fn import(format: ImportFormat, tasks_dir: Option<&Path>) -> anyhow::Result<
 }
 
 pub fn score(args: ScoreArgs) -> anyhow::Result<ExitCode> {
+    let overlap = args
+        .overlap
+        .as_deref()
+        .map(faceval_eval::overlap::read)
+        .transpose()?;
     for dir in &args.runs {
-        let m = metrics::write_metrics(dir)?;
+        let m = metrics::write_metrics_with_overlap(dir, overlap.as_ref())?;
         println!("# {}", dir.display());
         print_metrics(&m);
+        if let (Some(o), Some(path)) = (&overlap, &args.overlap) {
+            print_contamination(&m, o, path);
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The clean-slice table of `faceval score --overlap`, with a warning where the overlap and
+/// the run do not line up.
+fn print_contamination(
+    m: &RunMetrics,
+    overlap: &faceval_eval::overlap::OverlapReport,
+    path: &Path,
+) {
+    let rows: Vec<(String, &faceval_eval::contamination::Contamination)> = m
+        .tasks
+        .iter()
+        .filter_map(|(name, t)| Some((name.clone(), t.contamination.as_ref()?)))
+        .collect();
+    if rows.is_empty() {
+        eprintln!(
+            "warning: {} checked tasks {}; this run scored {} with an accuracy, so no clean slice \
+             was computed (run `faceval overlap` with this run's --task names)",
+            path.display(),
+            overlap
+                .summary
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
+            m.tasks.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
+        return;
+    }
+    println!(
+        "\ncontamination: images found in {} ({} images; near = hash distance ≤ {} of 256 bits)",
+        overlap.reference, overlap.reference_images, overlap.max_distance
+    );
+    let table = faceval_report::format::contamination_rows(
+        "task",
+        rows.iter().map(|(t, c)| (t.clone(), *c)),
+    );
+    print!("{}", faceval_report::format::plain_table(&table));
+    for (task, c) in &rows {
+        if c.matched_not_scored > 0 {
+            eprintln!(
+                "warning: {task}: {} items {} found in the training set are not scored in this run \
+                 (a run on part of the data, or an overlap computed on other data)",
+                c.matched_not_scored,
+                path.display()
+            );
+        }
+    }
 }
 
 /// The demo: runs into `out/runs/`, `summary.md`, and the leaderboard page over those runs

@@ -16,12 +16,18 @@ pub struct OverlapArgs {
     /// recursively.
     #[arg(long)]
     reference: PathBuf,
-    /// The benchmark's data folder, as given to `faceval run --data`.
+    /// The benchmark's data folder, as given to `faceval run --data` (default with `--run`:
+    /// the run's).
     #[arg(long)]
-    data: PathBuf,
-    /// Tasks whose items' images are checked (names or TOML files).
-    #[arg(long = "task", required = true, num_args = 1..)]
+    data: Option<PathBuf>,
+    /// Tasks whose items' images are checked (names or TOML files; default with `--run`:
+    /// the run's tasks).
+    #[arg(long = "task", num_args = 1..)]
     tasks: Vec<String>,
+    /// A run folder: its data folder and tasks are the defaults of `--data` and `--task`, and
+    /// its accuracy on the clean slice is printed at the end (as `faceval score --overlap`).
+    #[arg(long)]
+    run: Option<PathBuf>,
     /// Largest perceptual-hash distance (of 256 bits) counted as a near match.
     #[arg(long, default_value_t = overlap::DEFAULT_MAX_DISTANCE)]
     max_distance: u32,
@@ -37,10 +43,50 @@ pub fn overlap(args: OverlapArgs, tasks_dir: Option<&std::path::Path>) -> Result
             args.reference.display()
         )));
     }
+    let run = args
+        .run
+        .as_deref()
+        .map(faceval_eval::run_folder::read_manifest)
+        .transpose()?;
+    let data =
+        match (&args.data, &run) {
+            (Some(d), _) => d.clone(),
+            (None, Some(m)) => m.notes.get("data").map(PathBuf::from).ok_or_else(|| {
+                input_error(format!(
+                "--run {}: its manifest.json records no data folder (notes.data); give --data DIR",
+                args.run.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
+            ))
+            })?,
+            (None, None) => return Err(input_error(
+                "give the benchmark's data folder with --data DIR (or a run folder with --run RUN)",
+            )),
+        };
+    let task_names: Vec<String> = match (&run, args.tasks.is_empty()) {
+        (Some(m), true) => m.tasks.iter().map(|t| t.name.clone()).collect(),
+        (None, true) => {
+            return Err(input_error(
+                "give the tasks to check with --task T... (or a run folder with --run RUN)",
+            ))
+        }
+        _ => args.tasks.clone(),
+    };
     let mut benchmark = Vec::new();
-    for name in &args.tasks {
+    for name in &task_names {
         let t = task::resolve(name, tasks_dir)?;
-        let read = datasets::read_task(&t, &args.data)?;
+        if let Some(recorded) = run
+            .as_ref()
+            .and_then(|m| m.tasks.iter().find(|r| r.name == t.name()))
+        {
+            if recorded.fingerprint != t.fingerprint {
+                eprintln!(
+                    "warning: task {} is not the definition the run used (fingerprint {} here, {} in the run): item ids may differ",
+                    t.name(),
+                    t.fingerprint,
+                    recorded.fingerprint
+                );
+            }
+        }
+        let read = datasets::read_task(&t, &data)?;
         for item in read.items {
             for path in item.images {
                 benchmark.push(BenchmarkImage {
@@ -105,6 +151,28 @@ pub fn overlap(args: OverlapArgs, tasks_dir: Option<&std::path::Path>) -> Result
             "warning: {} images could not be decoded and were not checked (listed under `unreadable`)",
             report.unreadable.len()
         );
+    }
+    if let (Some(dir), Some(manifest)) = (&args.run, &run) {
+        let preds = faceval_eval::run_folder::read_predictions(
+            &dir.join(faceval_eval::run_folder::PREDICTIONS),
+        )?
+        .predictions;
+        let per_task = faceval_eval::contamination::run_contamination(manifest, &preds, &report);
+        if per_task.is_empty() {
+            eprintln!(
+                "warning: {}: no task of the run has an accuracy to split",
+                dir.display()
+            );
+        } else {
+            println!("{} ({}):", dir.display(), manifest.model.name);
+            let rows = per_task.iter().map(|(t, c)| (t.clone(), c));
+            print!(
+                "{}",
+                faceval_report::format::plain_table(&faceval_report::format::contamination_rows(
+                    "task", rows
+                ))
+            );
+        }
     }
     println!("{}", args.out.display());
     Ok(ExitCode::SUCCESS)

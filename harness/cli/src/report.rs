@@ -26,6 +26,11 @@ pub struct ReportArgs {
     /// Significance level for the markers.
     #[arg(long, default_value_t = 0.05)]
     pub alpha: f64,
+    /// An overlap.json from `faceval overlap`: adds the contamination panel, accuracy on the
+    /// clean slice (questions whose images were not found in the training set) beside the
+    /// full one.
+    #[arg(long)]
+    pub overlap: Option<PathBuf>,
 }
 
 pub fn report(args: ReportArgs, baselines_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
@@ -41,6 +46,11 @@ pub fn report(args: ReportArgs, baselines_dir: Option<&Path>) -> anyhow::Result<
         published_builtin: true,
         published_dir: baselines_dir.map(|d| d.join("published")),
         alpha: args.alpha,
+        overlap: args
+            .overlap
+            .as_deref()
+            .map(faceval_eval::overlap::read)
+            .transpose()?,
         ..Default::default()
     };
     let report = faceval_report::generate(&args.runs, &options, &args.out)?;

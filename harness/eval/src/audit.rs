@@ -76,6 +76,9 @@ pub struct AuditOptions {
     /// Positive class of two-label tasks, for fairlearn's binary measures; `None` takes the
     /// second label of the task's label list.
     pub positive: Option<String>,
+    /// Images found in a training set (`faceval overlap`): each checked task also gets its
+    /// accuracy on the clean slice (`TaskAudit::contamination`).
+    pub overlap: Option<crate::overlap::OverlapReport>,
 }
 
 impl Default for AuditOptions {
@@ -89,6 +92,7 @@ impl Default for AuditOptions {
             resamples: 2000,
             tasks: vec![],
             positive: None,
+            overlap: None,
         }
     }
 }
@@ -152,6 +156,10 @@ pub struct TaskAudit {
     pub groupings: Vec<GroupingReport>,
     /// Things the reader should know (measures left out and why).
     pub notes: Vec<String>,
+    /// Accuracy on the clean slice beside the full one, when the audit was given an overlap
+    /// that checked this task (`docs/overlap.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contamination: Option<crate::contamination::Contamination>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -315,7 +323,18 @@ pub fn audit_runs(runs: &[LoadedRun], options: &AuditOptions) -> Result<AuditRep
             }
             .salted(t_index as u64 + 1);
             match audit_task(&run.dir, record, &preds, options, seed)? {
-                Ok(task_audit) => run_audit.tasks.push(task_audit),
+                Ok(mut task_audit) => {
+                    if let Some(overlap) = &options.overlap {
+                        if task_audit.overall.is_some()
+                            && overlap.summary.contains_key(&record.name)
+                        {
+                            task_audit.contamination = Some(
+                                crate::contamination::task_contamination(record, &preds, overlap),
+                            );
+                        }
+                    }
+                    run_audit.tasks.push(task_audit)
+                }
                 Err(reason) => {
                     unusable.push(format!(
                         "{} task {}: {reason}",
@@ -528,6 +547,7 @@ fn audit_task(
         positive_label: columns.positive_label,
         groupings: reports,
         notes: columns.notes,
+        contamination: None,
     }))
 }
 

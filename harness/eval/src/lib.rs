@@ -45,6 +45,7 @@
 pub mod audit;
 pub mod builtin;
 pub mod calibration;
+pub mod contamination;
 pub mod datasets;
 pub mod demo;
 pub mod error;

@@ -55,6 +55,10 @@ pub struct TaskMetrics {
     /// (`docs/prompt-sensitivity.md`); left out for tasks without `variants`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_sensitivity: Option<crate::sensitivity::PromptSensitivity>,
+    /// Accuracy on the clean slice beside the full one (`docs/overlap.md`); present only
+    /// when the run was scored with `--overlap overlap.json` and that file checked this task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contamination: Option<crate::contamination::Contamination>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -287,9 +291,25 @@ pub fn compute(manifest: &Manifest, predictions: &[Prediction]) -> RunMetrics {
 
 /// Recompute `metrics.json` of a run folder from its predictions.
 pub fn write_metrics(dir: &Path) -> anyhow::Result<RunMetrics> {
+    write_metrics_with_overlap(dir, None)
+}
+
+/// [`write_metrics`], adding each checked task's clean-slice accuracy when an overlap report
+/// is given (`faceval score --overlap`).
+pub fn write_metrics_with_overlap(
+    dir: &Path,
+    overlap: Option<&crate::overlap::OverlapReport>,
+) -> anyhow::Result<RunMetrics> {
     let manifest = run_folder::read_manifest(dir)?;
     let preds = run_folder::read_predictions(&dir.join(run_folder::PREDICTIONS))?.predictions;
-    let metrics = compute(&manifest, &preds);
+    let mut metrics = compute(&manifest, &preds);
+    if let Some(overlap) = overlap {
+        for (task, c) in crate::contamination::run_contamination(&manifest, &preds, overlap) {
+            if let Some(m) = metrics.tasks.get_mut(&task) {
+                m.contamination = Some(c);
+            }
+        }
+    }
     run_folder::write_json_atomic(&dir.join(run_folder::METRICS), &metrics)?;
     Ok(metrics)
 }

@@ -162,6 +162,24 @@ impl OverlapReport {
     }
 }
 
+/// Read an `overlap.json` written by `faceval overlap`; errors (input errors, exit 2) name the
+/// file and, for malformed JSON, the line and column.
+pub fn read(path: &Path) -> Result<OverlapReport> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        crate::error::input_error(format!(
+            "--overlap {}: cannot read it: {e} (write it with `faceval overlap ... --out {}`)",
+            path.display(),
+            path.display()
+        ))
+    })?;
+    serde_json::from_str(&text).map_err(|e| {
+        crate::error::input_error(format!(
+            "--overlap {}: not an overlap.json written by `faceval overlap`: {e}",
+            path.display()
+        ))
+    })
+}
+
 /// Each benchmark image's closest reference: exact if the pixels are equal, else near if the
 /// hash distance is at most `max_distance` (ties go to the first reference in path order).
 pub fn find(

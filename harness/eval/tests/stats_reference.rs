@@ -13,8 +13,8 @@ use faceval_eval::stats::bootstrap::{bootstrap, bootstrap_mean, bootstrap_strati
 use faceval_eval::stats::hypothesis::chi_square_independence;
 use faceval_eval::stats::{
     benjamini_hochberg, clopper_pearson, clustered_mean_se, holm, macro_averages, mcnemar_exact,
-    minimum_detectable_effect, newcombe_paired, paired_bootstrap, wilson, BootstrapConfig,
-    ClusterCorrection, PairedCounts,
+    minimum_detectable_effect, newcombe_independent, newcombe_paired, paired_bootstrap, wilson,
+    BootstrapConfig, ClusterCorrection, PairedCounts,
 };
 use serde_json::Value;
 
@@ -230,6 +230,22 @@ fn mcnemar_newcombe_and_mde_match_references() {
         .unwrap();
         close(got, num(&c["mde"]), "mde");
     }
+}
+
+#[test]
+fn newcombe_independent_matches_statsmodels() {
+    let r = reference();
+    let cases = r["independent"].as_array().unwrap();
+    assert!(cases.len() >= 18);
+    for c in cases {
+        let u = |k: &str| c[k].as_u64().unwrap();
+        let i = newcombe_independent(u("k1"), u("n1"), u("k2"), u("n2"), num(&c["confidence"]))
+            .unwrap();
+        close(i.estimate, num(&c["estimate"]), &format!("estimate {c}"));
+        close(i.low, num(&c["low"]), &format!("low {c}"));
+        close(i.high, num(&c["high"]), &format!("high {c}"));
+    }
+    assert!(newcombe_independent(1, 0, 0, 1, 0.95).is_err());
 }
 
 fn options(min_group_size: usize) -> FairnessOptions {

@@ -268,11 +268,28 @@ impl CheckpointInfo<'_> {
     }
 }
 
+/// Longest added token [`load_tokenizer`] accepts, in bytes. The `tokenizers` crate matches
+/// added tokens with an Aho-Corasick automaton whose construction takes time quadratic in a
+/// self-overlapping token's length (one 70,000-byte run of `a` took over five minutes; found
+/// by the fuzzer). Released tokenizers' added tokens are at most a few dozen bytes
+/// (`<|reserved_special_token_250|>`, runs of 31 spaces), so this bound refuses only damaged
+/// or hostile files.
+pub const MAX_ADDED_TOKEN_BYTES: usize = 256;
+
+/// Most added-token bytes in all that [`load_tokenizer`] accepts: the automaton's cost grows
+/// with every token, and the largest released lists (some thousands of tokens) stay far below.
+pub const MAX_ADDED_TOKENS_TOTAL_BYTES: usize = 1 << 20;
+
 /// Load a `tokenizer.json`; errors (and the `tokenizers` crate's own panics on some malformed
 /// files, e.g. a damaged `decoder` section: `.expect("Helper")` in tokenizers 0.22, found by
-/// the fuzzer) become an error naming the file.
+/// the fuzzer) become an error naming the file. Added tokens are checked against
+/// [`MAX_ADDED_TOKEN_BYTES`] and [`MAX_ADDED_TOKENS_TOTAL_BYTES`] before the library sees them.
 pub fn load_tokenizer(path: &Path) -> Result<tokenizers::Tokenizer> {
-    let loaded = std::panic::catch_unwind(|| tokenizers::Tokenizer::from_file(path));
+    let bytes =
+        std::fs::read(path).with_context(|| format!("cannot read tokenizer {}", path.display()))?;
+    check_added_tokens(&bytes)
+        .map_err(|e| anyhow!("cannot load tokenizer {}: {e}", path.display()))?;
+    let loaded = std::panic::catch_unwind(|| tokenizers::Tokenizer::from_bytes(&bytes));
     match loaded {
         Ok(Ok(t)) => Ok(t),
         Ok(Err(e)) => Err(anyhow::anyhow!("cannot load tokenizer {}: {e}", path.display())),
@@ -281,6 +298,52 @@ pub fn load_tokenizer(path: &Path) -> Result<tokenizers::Tokenizer> {
             path.display()
         )),
     }
+}
+
+/// The size limits on `added_tokens` (see [`MAX_ADDED_TOKEN_BYTES`]). Only that field is
+/// read; a file that is not JSON, or whose `added_tokens` has another shape, passes here and
+/// gets the `tokenizers` crate's own error.
+fn check_added_tokens(bytes: &[u8]) -> std::result::Result<(), String> {
+    #[derive(serde::Deserialize)]
+    struct AddedTokens {
+        #[serde(default)]
+        added_tokens: Vec<AddedToken>,
+    }
+    #[derive(serde::Deserialize)]
+    struct AddedToken {
+        content: String,
+        #[serde(default)]
+        id: Option<u64>,
+    }
+    let Ok(file) = serde_json::from_slice::<AddedTokens>(bytes) else {
+        return Ok(());
+    };
+    let mut total = 0usize;
+    for (index, token) in file.added_tokens.iter().enumerate() {
+        let len = token.content.len();
+        if len > MAX_ADDED_TOKEN_BYTES {
+            let id = token
+                .id
+                .map_or_else(|| "no id".to_string(), |id| format!("id {id}"));
+            return Err(format!(
+                "added_tokens[{index}] ({id}) is {len} bytes long; faceval accepts added tokens \
+                 of at most {MAX_ADDED_TOKEN_BYTES} bytes (the tokenizers library takes time \
+                 quadratic in their length). Released tokenizers have none this long: the \
+                 file is probably damaged; replace it with the checkpoint's original"
+            ));
+        }
+        total += len;
+    }
+    if total > MAX_ADDED_TOKENS_TOTAL_BYTES {
+        return Err(format!(
+            "its {} added tokens hold {total} bytes in all; faceval accepts at most \
+             {MAX_ADDED_TOKENS_TOTAL_BYTES} (the tokenizers library's matcher grows with \
+             every token). The file is probably damaged; replace it with the checkpoint's \
+             original",
+            file.added_tokens.len()
+        ));
+    }
+    Ok(())
 }
 
 /// `Tokenizer::encode` that cannot take the process down: a tokenizer.json that loads but
@@ -328,4 +391,62 @@ pub fn stop_tokens(
     }
     let end_of_turn = turn_end.or_else(|| stop.first().copied());
     (stop, end_of_turn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tokenizer_with_added(content: &str) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "version": "1.0",
+            "added_tokens": [
+                {"id": 0, "content": "<s>", "single_word": false, "lstrip": false,
+                 "rstrip": false, "normalized": false, "special": true},
+                {"id": 3, "content": content, "single_word": false, "lstrip": false,
+                 "rstrip": false, "normalized": false, "special": true}
+            ],
+            "normalizer": null, "pre_tokenizer": null, "post_processor": null,
+            "decoder": null,
+            "model": {"type": "WordLevel", "vocab": {"<s>": 0, "a": 1, "<unk>": 2},
+                      "unk_token": "<unk>"}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn added_tokens_over_the_bound_are_refused_before_the_library_sees_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokenizer.json");
+        let at_bound = "a".repeat(MAX_ADDED_TOKEN_BYTES);
+        std::fs::write(&path, tokenizer_with_added(&at_bound)).unwrap();
+        let tokenizer = load_tokenizer(&path).unwrap();
+        assert_eq!(tokenizer.token_to_id(&at_bound), Some(3));
+
+        std::fs::write(&path, tokenizer_with_added(&"a".repeat(70_000))).unwrap();
+        let started = std::time::Instant::now();
+        let err = load_tokenizer(&path).unwrap_err().to_string();
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{err}"
+        );
+        assert!(err.contains("tokenizer.json"), "{err}");
+        assert!(
+            err.contains("added_tokens[1] (id 3) is 70000 bytes long"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn added_tokens_over_the_total_bound_are_refused() {
+        let tokens: Vec<_> = (0..5000)
+            .map(|i| serde_json::json!({"id": i, "content": format!("{i:0>250}"), "special": true}))
+            .collect();
+        let bytes = serde_json::to_vec(&serde_json::json!({ "added_tokens": tokens })).unwrap();
+        let err = check_added_tokens(&bytes).unwrap_err();
+        assert!(
+            err.contains("5000 added tokens hold 1250000 bytes"),
+            "{err}"
+        );
+    }
 }

@@ -163,6 +163,16 @@ fn task_markdown(s: &mut String, t: &TaskAudit) {
         let _ = writeln!(s, "Note: {note}.");
     }
     let _ = writeln!(s);
+    if let Some(c) = &t.contamination {
+        let _ = writeln!(
+            s,
+            "Images found in the training set {} (near = hash distance ≤ {} of 256 bits): \
+             accuracy on the clean slice beside the full one.\n",
+            c.reference, c.max_distance
+        );
+        let table = crate::format::contamination_rows("task", [(t.task.clone(), c)]);
+        crate::markdown::table(s, &table);
+    }
     for g in &t.groupings {
         let _ = writeln!(s, "#### By {}\n", g.name);
         let clustered = g.groups.iter().any(|x| x.clustered.is_some());

@@ -1,9 +1,10 @@
 //! Number formatting shared by the HTML and Markdown renderers, so both show the same text.
 
 use faceval_eval::calibration::CalibrationScores;
+use faceval_eval::contamination::Contamination;
 use faceval_eval::stats::Interval;
 
-use crate::leaderboard::{CalibrationSet, Cell, Perf, SensitivitySet};
+use crate::leaderboard::{CalibrationSet, Cell, ContaminationSet, Perf, SensitivitySet};
 
 /// Placeholder for a value that was not measured.
 pub const ABSENT: &str = "—";
@@ -244,4 +245,97 @@ pub fn sensitivity_table(set: &SensitivitySet) -> TextTable {
         }
     }
     (header.to_vec(), rows)
+}
+
+/// A difference in percentage points with its interval, signed: `+4.1 [−1.2, +9.0]`.
+fn points_interval(i: &Interval) -> String {
+    let signed = |x: f64| format!("{:+.1}", 100.0 * x).replace('-', "−");
+    format!(
+        "{} [{}, {}]",
+        signed(i.estimate),
+        signed(i.low),
+        signed(i.high)
+    )
+}
+
+fn opt_pct_interval(i: &Option<Interval>) -> String {
+    i.as_ref().map_or_else(|| ABSENT.to_string(), pct_interval)
+}
+
+/// One task's contamination panel: per model the full, clean and contaminated accuracy, the
+/// size of the contaminated slice, and what it adds to the headline score.
+pub fn contamination_table(set: &ContaminationSet) -> TextTable {
+    contamination_rows(
+        "Model",
+        set.panels.iter().map(|p| (p.label.clone(), &p.value)),
+    )
+}
+
+/// Contamination rows under a first column named `first` (a model per row in the report, a
+/// task per row in `faceval score`).
+pub fn contamination_rows<'a>(
+    first: &str,
+    rows: impl IntoIterator<Item = (String, &'a Contamination)>,
+) -> TextTable {
+    let header = [
+        first,
+        "Full % [95% CI]",
+        "Clean % [95% CI]",
+        "Seen in training",
+        "Seen % [95% CI]",
+        "Full − clean (points)",
+        "Seen − clean (points)",
+    ]
+    .map(String::from);
+    let rows = rows
+        .into_iter()
+        .map(|(label, c)| {
+            let share = if c.n > 0 {
+                format!(
+                    "{} of {} ({}%)",
+                    c.n_contaminated,
+                    c.n,
+                    pct(c.n_contaminated as f64 / c.n as f64)
+                )
+            } else {
+                ABSENT.to_string()
+            };
+            vec![
+                label,
+                opt_pct_interval(&c.full),
+                opt_pct_interval(&c.clean),
+                share,
+                opt_pct_interval(&c.contaminated),
+                c.full_minus_clean
+                    .as_ref()
+                    .map_or_else(|| ABSENT.to_string(), points_interval),
+                c.contaminated_minus_clean
+                    .as_ref()
+                    .map_or_else(|| ABSENT.to_string(), points_interval),
+            ]
+        })
+        .collect();
+    (header.to_vec(), rows)
+}
+
+/// A table as aligned plain text for a terminal: columns padded to their widest cell
+/// (counted in characters), two spaces apart.
+pub fn plain_table((header, rows): &TextTable) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (w, cell) in widths.iter_mut().zip(r) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for line in std::iter::once(header).chain(rows) {
+        let cells: Vec<String> = line
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c}{}", " ".repeat(w - c.chars().count())))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
 }

@@ -326,6 +326,9 @@ pub fn render(report: &Report, figures: &[Figure], figure_notes: &[String]) -> S
         p.push("</ul></div>\n");
     }
     p.push("<nav><a href=\"#leaderboard\">Leaderboard</a>");
+    if !report.contamination.is_empty() {
+        p.push("<a href=\"#contamination\">Contamination</a>");
+    }
     if !report.facexbench.is_empty() {
         p.push("<a href=\"#facexbench\">FaceXBench</a>");
     }
@@ -376,6 +379,23 @@ pub fn render(report: &Report, figures: &[Figure], figure_notes: &[String]) -> S
         figure(&mut p, f);
     }
     p.push("</section>\n");
+
+    if !report.contamination.is_empty() {
+        let _ = write!(
+            p.s,
+            "<section id=\"contamination\"><h2>Contamination</h2><p class=\"note\">Questions whose image was \
+             found in the training set {} (<code>faceval overlap</code>: equal pixels, or a near copy by perceptual \
+             hash) are split from the rest. Clean: accuracy without them. Full − clean: what the seen questions add to \
+             the headline score; seen − clean: the two slices compared (Newcombe's interval for independent \
+             proportions). A model that scores higher on seen questions may be remembering them.</p>\n",
+            esc(report.overlap_reference.as_deref().unwrap_or(""))
+        );
+        for set in &report.contamination {
+            let _ = write!(p.s, "<h3>{}</h3>", esc(&set.task));
+            text_table(&mut p, &format::contamination_table(set));
+        }
+        p.push("</section>\n");
+    }
 
     if !report.facexbench.is_empty() {
         p.push("<section id=\"facexbench\"><h2>FaceXBench</h2><p class=\"note\">Accuracy in %, micro-averaged over questions, \

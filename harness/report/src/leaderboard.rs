@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use faceval_eval::calibration::Calibration;
+use faceval_eval::contamination::Contamination;
 use faceval_eval::error::input_error;
 use faceval_eval::fairness::{self, FairnessOptions, GroupAccuracy, Measure};
 use faceval_eval::metrics::{Confusion, TaskMetrics};
@@ -39,6 +40,9 @@ pub struct ReportOptions {
     pub alpha: f64,
     /// Bootstrap resamples for the gap intervals.
     pub resamples: usize,
+    /// Images found in a training set (`faceval overlap`): adds the contamination panel,
+    /// accuracy on the clean slice beside the full one (`docs/overlap.md`).
+    pub overlap: Option<faceval_eval::overlap::OverlapReport>,
 }
 
 impl Default for ReportOptions {
@@ -52,6 +56,7 @@ impl Default for ReportOptions {
             // Half the audit's 2,000: the gaps here are an overview (the audit is the formal
             // one), and the bootstrap is most of a large report's compute time.
             resamples: 1000,
+            overlap: None,
         }
     }
 }
@@ -177,6 +182,10 @@ pub struct Cell {
     /// Accuracy per prompt variant, where the task lists variants.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prompt_sensitivity: Option<PromptSensitivity>,
+    /// Accuracy on the clean slice, where the report was given an overlap that checked this
+    /// task.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contamination: Option<Contamination>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -284,6 +293,7 @@ pub struct PanelSet<T> {
 pub type ConfusionSet = PanelSet<Confusion>;
 pub type CalibrationSet = PanelSet<Calibration>;
 pub type SensitivitySet = PanelSet<PromptSensitivity>;
+pub type ContaminationSet = PanelSet<Contamination>;
 
 /// Everything a report shows.
 #[derive(Debug, Clone, Serialize)]
@@ -309,6 +319,12 @@ pub struct Report {
     pub calibration: Vec<CalibrationSet>,
     /// Tasks with prompt variants (`docs/prompt-sensitivity.md`).
     pub prompt_sensitivity: Vec<SensitivitySet>,
+    /// Tasks the overlap checked: full, clean and contaminated accuracy per model
+    /// (`docs/overlap.md`); empty without `--overlap`.
+    pub contamination: Vec<ContaminationSet>,
+    /// The overlap's reference folder and threshold, when one was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overlap_reference: Option<String>,
     pub published: Vec<PublishedTable>,
 }
 
@@ -433,11 +449,15 @@ fn cell_from(m: Option<&TaskMetrics>, run: usize) -> Cell {
         breakdown: m.breakdown,
         calibration: m.calibration,
         prompt_sensitivity: m.prompt_sensitivity,
+        contamination: m.contamination,
     }
 }
 
 /// Compute the report from runs already read.
-pub fn build_from(runs: Vec<RunData>, options: &ReportOptions) -> Result<Report> {
+pub fn build_from(mut runs: Vec<RunData>, options: &ReportOptions) -> Result<Report> {
+    if let Some(overlap) = &options.overlap {
+        add_contamination(&mut runs, overlap);
+    }
     let plans = plan_rows(&runs);
     // How many rows ran each definition of each task.
     let mut variants: BTreeMap<String, BTreeMap<TaskVariant, usize>> = BTreeMap::new();
@@ -544,6 +564,7 @@ pub fn build_from(runs: Vec<RunData>, options: &ReportOptions) -> Result<Report>
     let confusion = panel_sets(&sections, |c| c.confusion.clone());
     let calibration = panel_sets(&sections, |c| c.calibration.clone());
     let prompt_sensitivity = panel_sets(&sections, |c| c.prompt_sensitivity.clone());
+    let contamination = panel_sets(&sections, |c| c.contamination.clone());
     let published =
         published::read_all(options.published_builtin, options.published_dir.as_deref())?;
     let notes = run_notes(&runs);
@@ -585,8 +606,36 @@ pub fn build_from(runs: Vec<RunData>, options: &ReportOptions) -> Result<Report>
         confusion,
         calibration,
         prompt_sensitivity,
+        contamination,
+        overlap_reference: options.overlap.as_ref().map(|o| {
+            format!(
+                "{} ({} images; near = perceptual-hash distance ≤ {} of 256 bits)",
+                o.reference, o.reference_images, o.max_distance
+            )
+        }),
         published,
     })
+}
+
+/// Each run's clean-slice accuracy on the tasks the overlap checked, into its metrics (the
+/// cells take it from there). Tasks without an accuracy (numeric ones) are skipped.
+fn add_contamination(runs: &mut [RunData], overlap: &faceval_eval::overlap::OverlapReport) {
+    for run in runs {
+        for (task, items) in &run.items {
+            let Some(m) = run.metrics.tasks.get_mut(task) else {
+                continue;
+            };
+            if m.accuracy.is_none() || !overlap.summary.contains_key(task) {
+                continue;
+            }
+            let questions = items
+                .ids
+                .iter()
+                .map(String::as_str)
+                .zip(items.correct.iter().copied());
+            m.contamination = Some(faceval_eval::contamination::split(task, questions, overlap));
+        }
+    }
 }
 
 fn style_of(runs: &[RunData], plans: &[RowPlan], v: &TaskVariant) -> String {

@@ -37,7 +37,7 @@ fn row(out: &mut String, cells: &[String]) {
     );
 }
 
-fn table(out: &mut String, (cols, rows): &crate::format::TextTable) {
+pub(crate) fn table(out: &mut String, (cols, rows): &crate::format::TextTable) {
     header(out, cols);
     for r in rows {
         row(out, r);
@@ -134,6 +134,18 @@ pub fn render(report: &Report, figures: &[Figure], figure_notes: &[String]) -> S
         o.push('\n');
     }
     image(&mut o, figures, "accuracy");
+
+    if !report.contamination.is_empty() {
+        let _ = writeln!(
+            o,
+            "## Contamination\n\nQuestions whose image was found in the training set {} are split from the rest: clean accuracy beside the full one; full − clean is what the seen questions add to the headline score (`docs/overlap.md`).\n",
+            report.overlap_reference.as_deref().unwrap_or("")
+        );
+        for set in &report.contamination {
+            let _ = writeln!(o, "### {}\n", set.task);
+            table(&mut o, &crate::format::contamination_table(set));
+        }
+    }
 
     if !report.facexbench.is_empty() {
         let _ = writeln!(o, "## FaceXBench\n\nAccuracy in %, micro-averaged over questions, in the FaceLLM paper's layout.\n");

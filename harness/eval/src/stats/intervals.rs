@@ -84,6 +84,31 @@ fn beta_quantile(a: f64, b: f64, p: f64) -> f64 {
     x
 }
 
+/// Interval for the difference `k1/n1 − k2/n2` of two **independent** proportions:
+/// Newcombe's (1998, Stat Med 17:873) hybrid score interval, method 10, which combines the two
+/// Wilson intervals. Matches statsmodels
+/// `confint_proportions_2indep(k1, n1, k2, n2, method="newcomb", compare="diff")`.
+pub fn newcombe_independent(
+    k1: u64,
+    n1: u64,
+    k2: u64,
+    n2: u64,
+    confidence: f64,
+) -> Result<Interval> {
+    let (a, b) = (wilson(k1, n1, confidence)?, wilson(k2, n2, confidence)?);
+    let d = a.estimate - b.estimate;
+    let low = d - ((a.estimate - a.low).powi(2) + (b.high - b.estimate).powi(2)).sqrt();
+    let high = d + ((a.high - a.estimate).powi(2) + (b.estimate - b.low).powi(2)).sqrt();
+    Ok(Interval {
+        n: (n1 + n2) as usize,
+        estimate: d,
+        low,
+        high,
+        confidence,
+        method: Method::NewcombeIndependent,
+    })
+}
+
 /// Clopper–Pearson exact interval from beta quantiles: `[B(α/2; k, n−k+1), B(1−α/2; k+1, n−k)]`,
 /// with 0 as the lower limit when `k = 0` and 1 as the upper when `k = n`. Matches
 /// statsmodels `proportion_confint(method="beta")`.

@@ -22,7 +22,7 @@ use crate::error::input_error;
 pub use bootstrap::{bootstrap, bootstrap_mean, bootstrap_stratified, BootstrapConfig};
 pub use cluster::{clustered_mean_se, ClusterCorrection, ClusteredMean};
 pub use hypothesis::{chi_square_independence, ChiSquare};
-pub use intervals::{clopper_pearson, macro_averages, wilson, MacroAverages};
+pub use intervals::{clopper_pearson, macro_averages, newcombe_independent, wilson, MacroAverages};
 pub use multiple::{benjamini_hochberg, holm};
 pub use paired::{
     compare_paired, mcnemar_exact, minimum_detectable_effect, newcombe_one_sided_p,
@@ -48,6 +48,8 @@ pub enum Method {
     PairedBootstrap,
     /// Newcombe (1998) method 10 for a paired difference of proportions.
     Newcombe,
+    /// Newcombe (1998) method 10 for the difference of two independent proportions.
+    NewcombeIndependent,
 }
 
 /// A point estimate with a two-sided interval.
