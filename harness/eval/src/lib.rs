@@ -37,7 +37,7 @@
 //! # Where to start reading
 //!
 //! `run_folder/schema.rs` for the format, then `metrics.rs` for how a run is scored, then
-//! `runner.rs` for how a run is made. `docs/run-format.md` and `docs/task-format.md` describe
+//! `runner/mod.rs` for how a run is made. `docs/run-format.md` and `docs/task-format.md` describe
 //! the same things for users.
 //!
 //! It depends on `faceval-models` only through the [`faceval_models::Model`] trait.

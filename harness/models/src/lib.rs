@@ -44,5 +44,5 @@ pub mod qwen2_vl;
 pub mod stream;
 pub mod zero_shot;
 
-pub use baselines::{MajorityModel, RandomModel};
+pub use baselines::{MajorityModel, RandomModel, Vote};
 pub use model::{Generation, Model, ModelInfo, ModelUnavailable, Request, StepTimings, Traffic};
