@@ -67,9 +67,19 @@ pub fn fit_majority(task: &Task, items: &[Item]) -> MajorityModel {
 /// Parse `--device` and a dtype for model `name`; bad values are input errors naming the flag
 /// (`--device: …`) or the model (`model NAME: dtype: …`).
 pub fn placement(name: &str, device: &str, dtype: &str) -> anyhow::Result<Placement> {
+    parse_placement(device, dtype, &format!("model {name}: dtype"))
+}
+
+/// Parse `--device` and `--dtype` for a command that loads no manifest (`faceval parity`);
+/// bad values are input errors naming the flag.
+pub fn placement_flags(device: &str, dtype: &str) -> anyhow::Result<Placement> {
+    parse_placement(device, dtype, "--dtype")
+}
+
+fn parse_placement(device: &str, dtype: &str, dtype_source: &str) -> anyhow::Result<Placement> {
     Placement::parse(device, dtype).map_err(|e| match e {
         PlacementError::Device(e) => input_error(format!("--device: {e:#}")),
-        PlacementError::Dtype(e) => input_error(format!("model {name}: dtype: {e:#}")),
+        PlacementError::Dtype(e) => input_error(format!("{dtype_source}: {e:#}")),
     })
 }
 

@@ -28,7 +28,6 @@ pub mod baselines;
 pub mod chat_template;
 pub mod checkpoint;
 pub mod conversation;
-pub mod device;
 pub mod generation;
 pub mod hub;
 pub mod image_io;
