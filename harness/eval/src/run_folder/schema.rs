@@ -504,9 +504,12 @@ pub struct MetricsTelemetry {
 }
 
 impl MetricsTelemetry {
-    /// `tasks.<name>.telemetry`.
+    /// A task's telemetry: `tasks.<name>.telemetry` where a writer put it beside the scores,
+    /// else `telemetry.tasks.<name>`, where the runner's metrics put it.
     pub fn task(&self, name: &str) -> Option<&Telemetry> {
-        self.tasks.get(name)
+        self.tasks
+            .get(name)
+            .or_else(|| self.run.as_ref()?.tasks.get(name))
     }
 
     /// `telemetry.overall`.
