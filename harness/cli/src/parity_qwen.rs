@@ -19,8 +19,8 @@ use faceval_models::placement::{device_location, dtype_name, Placement};
 use faceval_models::qwen2_vl::Qwen2Vl;
 
 use crate::parity::{
-    first_difference, judge, max_abs_diff, print_table, step_logits_diff, to_host,
-    ParityArgs, Report, Row,
+    first_difference, judge, max_abs_diff, print_table, step_logits_diff, to_host, ParityArgs,
+    Report, Row,
 };
 
 const FAMILIES: [&str; 2] = ["qwen2_vl", "qwen2_5_vl"];

@@ -69,7 +69,10 @@ impl MajorityModel {
     /// number (the upper median), else the most frequent label. Ties go to the label with the
     /// lowest `rank` (the order the task lists its labels in), then to the alphabetically
     /// first, so the choice is deterministic. `None` when there are no votes.
-    pub fn fit(votes: impl IntoIterator<Item = Vote>, rank: impl Fn(&str) -> usize) -> Option<Vote> {
+    pub fn fit(
+        votes: impl IntoIterator<Item = Vote>,
+        rank: impl Fn(&str) -> usize,
+    ) -> Option<Vote> {
         let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
         let mut numbers = Vec::new();
         for vote in votes {
@@ -165,12 +168,20 @@ mod tests {
     #[test]
     fn majority_fit_takes_the_most_frequent_label_ties_by_rank_and_the_upper_median() {
         let label = |l: &str| Vote::Label(l.into());
-        let rank = |l: &str| ["b", "a", "c"].iter().position(|x| *x == l).unwrap_or(usize::MAX);
+        let rank = |l: &str| {
+            ["b", "a", "c"]
+                .iter()
+                .position(|x| *x == l)
+                .unwrap_or(usize::MAX)
+        };
         let votes = vec![label("a"), label("c"), label("a"), label("c")];
         // a and c tie; the task lists a first.
         assert_eq!(MajorityModel::fit(votes, rank), Some(label("a")));
         // Labels the task does not list lose ties to listed ones, then go alphabetically.
-        assert_eq!(MajorityModel::fit(vec![label("z"), label("y")], rank), Some(label("y")));
+        assert_eq!(
+            MajorityModel::fit(vec![label("z"), label("y")], rank),
+            Some(label("y"))
+        );
         let numbers = [3.0, 1.0, 2.0, 4.0].map(Vote::Number);
         assert_eq!(MajorityModel::fit(numbers, rank), Some(Vote::Number(3.0)));
         assert_eq!(MajorityModel::fit(vec![], rank), None);

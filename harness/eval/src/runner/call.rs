@@ -77,7 +77,9 @@ pub(super) fn ask_generation<'a>(
             jobs.len()
         );
     }
-    let unavailable = results.iter().any(|r| r.as_ref().is_err_and(is_unavailable));
+    let unavailable = results
+        .iter()
+        .any(|r| r.as_ref().is_err_and(is_unavailable));
     let mut answered = Answered {
         members: Vec::with_capacity(jobs.len()),
         stop: None,
