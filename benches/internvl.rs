@@ -8,13 +8,12 @@
 //! not depend on the weights' values. Sample counts are small: one vision forward takes seconds
 //! on two cores. `docs/performance.md` has the figures and the transformers comparison.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use faceval_models::internvl::tiny::{write_checkpoint, TinySpec};
 use faceval_models::internvl::{vision, InternVlModel};
-use faceval_models::placement::Placement;
 
 /// The prompt of `tools/cpu_side_by_side.py`.
 const PROMPT: &str = "Describe the face in this image.";
@@ -34,6 +33,13 @@ fn checkpoint() -> PathBuf {
     dir
 }
 
+/// The bench checkpoint on the CPU in f32, loaded through the model registry like any
+/// checkpoint `faceval run` loads.
+fn load(dir: &Path) -> InternVlModel {
+    faceval_eval::registry::load_internvl("bench", &dir.display().to_string(), "cpu", "f32")
+        .expect("load the bench checkpoint")
+}
+
 fn face() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../harness/models/tests/fixtures/internvl/images/face_448.png")
@@ -41,9 +47,7 @@ fn face() -> PathBuf {
 
 fn internvl(c: &mut Criterion) {
     let dir = checkpoint();
-    let cpu = Placement::parse("cpu", "f32").expect("the CPU in f32");
-    let model = InternVlModel::load(&dir.display().to_string(), &cpu.device, cpu.dtype)
-        .expect("load the bench checkpoint");
+    let model = load(&dir);
     let net = model.network();
     let pixels = model.processor().preprocess_paths(&[face()]).unwrap();
     let (_, ids) = model.text().build(&pixels.tiles_per_image, PROMPT).unwrap();
@@ -104,9 +108,7 @@ fn internvl_batching(c: &mut Criterion) {
     use std::sync::Arc;
 
     let dir = checkpoint();
-    let cpu = Placement::parse("cpu", "f32").expect("the CPU in f32");
-    let mut model = InternVlModel::load(&dir.display().to_string(), &cpu.device, cpu.dtype)
-        .expect("load the bench checkpoint");
+    let mut model = load(&dir);
     let face_image = Arc::new(faceval_models::internvl::preprocess::load_image(&face()).unwrap());
     let ask = |prompt: &str| Request {
         images: vec![face_image.clone()],

@@ -236,12 +236,16 @@ pub fn bench(
             strict: false,
             progress: args.format == BenchFormat::Table,
         };
-        runner::run_with_warmup(
+        let settings = runner::RunSettings {
+            warmup: args.warmup,
+            ..runner::RunSettings::default()
+        };
+        runner::run_with(
             &mut handle,
             manifest,
             std::slice::from_ref(&task),
             &opts,
-            args.warmup,
+            settings,
         )?;
         let m = metrics::read_or_compute(&out)?;
         let t = m.telemetry.unwrap_or_default();

@@ -35,9 +35,11 @@ use anyhow::{anyhow, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use clap::Args;
 use faceval_eval::error::input_error;
+use faceval_eval::registry;
 use faceval_models::internvl::generate::{self, DecodeOptions};
-use faceval_models::internvl::{self, InternVl};
+use faceval_models::internvl::InternVl;
 use faceval_models::llava::Llava;
+use faceval_models::placement::{device_location, dtype_name, Placement};
 use faceval_models::zero_shot::{self, ZeroShotModel};
 use serde::Serialize;
 
@@ -53,7 +55,7 @@ pub struct ParityArgs {
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// f32, bf16 or f16.
+    /// auto (f32 on CPU, bf16 on CUDA), f32, bf16 or f16.
     #[arg(long, default_value = "f32")]
     pub dtype: String,
     /// internvl, llava, zero-shot, or auto: told from the folder's files.
@@ -241,17 +243,14 @@ pub fn parity(args: ParityArgs) -> Result<ExitCode> {
             )))
         }
     };
-    let device = internvl::parse_device(&args.device)
-        .map_err(|e| input_error(format!("--device: {e:#}")))?;
-    let dtype =
-        internvl::parse_dtype(&args.dtype).map_err(|e| input_error(format!("--dtype: {e:#}")))?;
+    let Placement { device, dtype } = registry::placement_flags(&args.device, &args.dtype)?;
     let strict = dtype == DType::F32;
     let zs = family == Family::ZeroShot;
     let mut report = Report {
         family: family.name().to_string(),
         fixtures: root.display().to_string(),
-        device: device_name(&device),
-        dtype: internvl::dtype_name(dtype).to_string(),
+        device: device_location(&device),
+        dtype: dtype_name(dtype).to_string(),
         strict,
         tolerance: args.tol,
         transformers_version: transformers_version(root),
@@ -1059,14 +1058,6 @@ fn transformers_version(root: &Path) -> Option<String> {
     read(root.join(format!("{model}.json")))?["transformers"]
         .as_str()
         .map(str::to_string)
-}
-
-pub(crate) fn device_name(d: &Device) -> String {
-    match d.location() {
-        candle_core::DeviceLocation::Cpu => "cpu".into(),
-        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
-        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
-    }
 }
 
 pub(crate) fn print_table(r: &Report) {

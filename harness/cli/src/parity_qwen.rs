@@ -15,12 +15,12 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor};
 use faceval_eval::error::input_error;
-use faceval_models::device::{dtype_name, parse_device, parse_dtype};
+use faceval_models::placement::{device_location, dtype_name, Placement};
 use faceval_models::qwen2_vl::Qwen2Vl;
 
 use crate::parity::{
-    device_name, first_difference, judge, max_abs_diff, print_table, step_logits_diff, to_host,
-    ParityArgs, Report, Row,
+    first_difference, judge, max_abs_diff, print_table, step_logits_diff, to_host, ParityArgs,
+    Report, Row,
 };
 
 const FAMILIES: [&str; 2] = ["qwen2_vl", "qwen2_5_vl"];
@@ -43,8 +43,8 @@ struct Case {
 
 pub fn parity(args: &ParityArgs) -> Result<ExitCode> {
     let root = &args.fixtures;
-    let device = parse_device(&args.device).map_err(|e| input_error(format!("--device: {e:#}")))?;
-    let dtype = parse_dtype(&args.dtype).map_err(|e| input_error(format!("--dtype: {e:#}")))?;
+    let Placement { device, dtype } =
+        faceval_eval::registry::placement_flags(&args.device, &args.dtype)?;
     let strict = dtype == DType::F32;
     let mut cases = read_cases(root)?;
     if !args.checkpoints.is_empty() {
@@ -62,7 +62,7 @@ pub fn parity(args: &ParityArgs) -> Result<ExitCode> {
     let mut report = Report {
         family: "Qwen2-VL / Qwen2.5-VL".into(),
         fixtures: root.display().to_string(),
-        device: device_name(&device),
+        device: device_location(&device),
         dtype: dtype_name(dtype).to_string(),
         strict,
         tolerance: args.tol,

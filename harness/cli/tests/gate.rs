@@ -283,6 +283,47 @@ fn latency_regression_fails_only_when_telemetry_is_present() {
 }
 
 #[test]
+fn the_runners_per_task_latency_is_used_over_the_run_wide_figure() {
+    let dir = tempfile::tempdir().unwrap();
+    let (base, cand) = (dir.path().join("base"), dir.path().join("cand"));
+    write_run(&base, "expr", "f", 300, |i| i % 3 != 0);
+    write_run(&cand, "expr", "f", 300, |i| i % 3 != 0);
+    // metrics.json as the runner writes it (docs/run-format.md): per-task telemetry under
+    // `telemetry.tasks.<name>`. The task's p95 goes 100 ms → 150 ms while the run-wide
+    // figure stays 100 ms, so only the per-task figure shows the regression.
+    let summary = |p95: f64| {
+        json!({"n": 300, "mean": 80.0, "min": 50.0, "p50": 80.0, "p90": 95.0,
+               "p95": p95, "p99": p95, "max": p95})
+    };
+    let metrics = |task_p95: f64| {
+        json!({"model": "x", "tasks": {"expr": {"task": "expr", "version": "1", "n": 300}},
+               "telemetry": {"overall": {"n": 300, "e2e_ms": summary(100.0)},
+                             "tasks": {"expr": {"n": 300, "e2e_ms": summary(task_p95)}},
+                             "memory": {"peak_vram_bytes": 4_000_000_000u64}}})
+    };
+    std::fs::write(base.join("metrics.json"), metrics(100.0).to_string()).unwrap();
+    std::fs::write(cand.join("metrics.json"), metrics(150.0).to_string()).unwrap();
+    let (code, v, all) = gate_json(&base, &cand, &[]);
+    assert_eq!(code, Some(1), "{all}");
+    let lat = v["tasks"][0]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "latency_p95")
+        .unwrap_or_else(|| panic!("no per-task latency check: {all}"));
+    assert_eq!(lat["status"], "regression", "{all}");
+    assert!((lat["telemetry"]["relative_change"].as_f64().unwrap() - 0.5).abs() < 1e-12);
+    assert!(
+        !v["run_checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "latency_p95"),
+        "the run-wide latency is not checked when tasks have their own: {all}"
+    );
+}
+
+#[test]
 fn runs_that_cannot_be_compared_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path().join("base");

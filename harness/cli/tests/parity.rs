@@ -185,6 +185,19 @@ fn bad_arguments_are_input_errors() {
     assert_eq!(dtype.status.code(), Some(2));
 }
 
+#[test]
+fn dtype_auto_follows_the_auto_rule_like_every_other_command() {
+    // auto is f32 on the CPU, so the check is the strict one.
+    let (code, r) = parity_json_in(
+        &family_fixtures("zero_shot"),
+        "auto",
+        &["--checkpoint", "clip"],
+    );
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(r["dtype"], "f32");
+    assert_eq!(r["strict"], true);
+}
+
 fn family_fixtures(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../models/tests/fixtures/{name}"))
 }

@@ -37,10 +37,11 @@
 //! # Where to start reading
 //!
 //! `run_folder/schema.rs` for the format, then `metrics.rs` for how a run is scored, then
-//! `runner.rs` for how a run is made. `docs/run-format.md` and `docs/task-format.md` describe
+//! `runner/mod.rs` for how a run is made. `docs/run-format.md` and `docs/task-format.md` describe
 //! the same things for users.
 //!
-//! It depends on `faceval-models` only through the [`faceval_models::Model`] trait.
+//! Model families are named only in [`registry`] (and the demo's tiny model); everything else
+//! asks a [`faceval_models::Model`].
 
 pub mod audit;
 pub mod builtin;

@@ -17,19 +17,69 @@ use faceval_models::openai::{OpenAiConfig, OpenAiModel};
 use faceval_models::placement::{Placement, PlacementError};
 use faceval_models::qwen2_vl::Qwen2VlModel;
 use faceval_models::zero_shot::{ZeroShotModel, DEFAULT_TEMPLATE};
-use faceval_models::{Model, RandomModel};
+use faceval_models::{MajorityModel, Model, RandomModel, Vote};
 
 use crate::error::input_error;
+use crate::item::{Item, Target};
 use crate::model_manifest::{LoadedManifest, ModelKind, ModelManifest};
 use crate::run_folder::ModelRecord;
-use crate::runner::ModelHandle;
+use crate::task::{QuestionStyle, Task};
+
+/// The model a run asks. `Majority` is built per task, from that task's label counts
+/// ([`fit_majority`]).
+pub enum ModelHandle {
+    Loaded(Box<dyn Model>),
+    Majority,
+}
+
+/// The majority floor for `task`, fitted to `items` (its reference split) by
+/// [`MajorityModel::fit`]. Each item's target counts as the task spells its answers: a label,
+/// an option letter, a bin's label, or (numeric tasks) the number.
+pub fn fit_majority(task: &Task, items: &[Item]) -> MajorityModel {
+    let question = &task.spec.question;
+    let votes = items.iter().map(|item| match &item.target {
+        Target::Label(l) => Vote::Label(l.clone()),
+        Target::Choice(i) => Vote::Label(
+            crate::prompt::LETTERS
+                .get(*i)
+                .copied()
+                .unwrap_or("?")
+                .to_string(),
+        ),
+        Target::Number(x) if question.style == QuestionStyle::Numeric => Vote::Number(*x),
+        Target::Number(x) => Vote::Label(
+            question
+                .bin_labels
+                .get(crate::prompt::bin_of(&question.bins, *x))
+                .cloned()
+                .unwrap_or_default(),
+        ),
+    });
+    let rank = |l: &str| task.labels.index_of(l).unwrap_or(usize::MAX);
+    let label = match MajorityModel::fit(votes, rank) {
+        Some(Vote::Label(l)) => l,
+        Some(Vote::Number(x)) => crate::score::format_number(x),
+        None => String::new(),
+    };
+    MajorityModel::new(label)
+}
 
 /// Parse `--device` and a dtype for model `name`; bad values are input errors naming the flag
 /// (`--device: …`) or the model (`model NAME: dtype: …`).
 pub fn placement(name: &str, device: &str, dtype: &str) -> anyhow::Result<Placement> {
+    parse_placement(device, dtype, &format!("model {name}: dtype"))
+}
+
+/// Parse `--device` and `--dtype` for a command that loads no manifest (`faceval parity`);
+/// bad values are input errors naming the flag.
+pub fn placement_flags(device: &str, dtype: &str) -> anyhow::Result<Placement> {
+    parse_placement(device, dtype, "--dtype")
+}
+
+fn parse_placement(device: &str, dtype: &str, dtype_source: &str) -> anyhow::Result<Placement> {
     Placement::parse(device, dtype).map_err(|e| match e {
         PlacementError::Device(e) => input_error(format!("--device: {e:#}")),
-        PlacementError::Dtype(e) => input_error(format!("model {name}: dtype: {e:#}")),
+        PlacementError::Dtype(e) => input_error(format!("{dtype_source}: {e:#}")),
     })
 }
 

@@ -1,5 +1,6 @@
 //! The two floors every leaderboard shows: a seeded uniform random choice (FaceXBench's
-//! "Random Choice" row) and the majority label of a reference split.
+//! "Random Choice" row) and the majority label of a reference split, fitted here by
+//! [`MajorityModel::fit`].
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -52,6 +53,46 @@ impl MajorityModel {
 
     pub fn label(&self) -> &str {
         &self.label
+    }
+}
+
+/// One answer of a reference split, as the majority floor counts it: a label (or option
+/// letter) or a number.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Vote {
+    Label(String),
+    Number(f64),
+}
+
+impl MajorityModel {
+    /// Fit the floor to a reference split's answers: the median number when any vote is a
+    /// number (the upper median), else the most frequent label. Ties go to the label with the
+    /// lowest `rank` (the order the task lists its labels in), then to the alphabetically
+    /// first, so the choice is deterministic. `None` when there are no votes.
+    pub fn fit(
+        votes: impl IntoIterator<Item = Vote>,
+        rank: impl Fn(&str) -> usize,
+    ) -> Option<Vote> {
+        let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+        let mut numbers = Vec::new();
+        for vote in votes {
+            match vote {
+                Vote::Label(l) => *counts.entry(l).or_default() += 1,
+                Vote::Number(x) => numbers.push(x),
+            }
+        }
+        if !numbers.is_empty() {
+            numbers.sort_by(f64::total_cmp);
+            return Some(Vote::Number(numbers[numbers.len() / 2]));
+        }
+        counts
+            .into_iter()
+            .max_by(|a, b| {
+                a.1.cmp(&b.1)
+                    .then_with(|| rank(&b.0).cmp(&rank(&a.0)))
+                    .then_with(|| b.0.cmp(&a.0))
+            })
+            .map(|(l, _)| Vote::Label(l))
     }
 }
 
@@ -122,6 +163,28 @@ mod tests {
             let n = a.iter().filter(|t| *t == letter).count();
             assert!((60..140).contains(&n), "{letter} drawn {n} times of 400");
         }
+    }
+
+    #[test]
+    fn majority_fit_takes_the_most_frequent_label_ties_by_rank_and_the_upper_median() {
+        let label = |l: &str| Vote::Label(l.into());
+        let rank = |l: &str| {
+            ["b", "a", "c"]
+                .iter()
+                .position(|x| *x == l)
+                .unwrap_or(usize::MAX)
+        };
+        let votes = vec![label("a"), label("c"), label("a"), label("c")];
+        // a and c tie; the task lists a first.
+        assert_eq!(MajorityModel::fit(votes, rank), Some(label("a")));
+        // Labels the task does not list lose ties to listed ones, then go alphabetically.
+        assert_eq!(
+            MajorityModel::fit(vec![label("z"), label("y")], rank),
+            Some(label("y"))
+        );
+        let numbers = [3.0, 1.0, 2.0, 4.0].map(Vote::Number);
+        assert_eq!(MajorityModel::fit(numbers, rank), Some(Vote::Number(3.0)));
+        assert_eq!(MajorityModel::fit(vec![], rank), None);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use candle_core::{DType, Device};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::device::{device_name, dtype_name};
+use crate::placement::{device_name, dtype_name};
 
 /// Files that make up a checkpoint folder.
 #[derive(Debug, Clone)]

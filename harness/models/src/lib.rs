@@ -28,7 +28,6 @@ pub mod baselines;
 pub mod chat_template;
 pub mod checkpoint;
 pub mod conversation;
-pub mod device;
 pub mod generation;
 pub mod hub;
 pub mod image_io;
@@ -44,5 +43,5 @@ pub mod qwen2_vl;
 pub mod stream;
 pub mod zero_shot;
 
-pub use baselines::{MajorityModel, RandomModel};
+pub use baselines::{MajorityModel, RandomModel, Vote};
 pub use model::{Generation, Model, ModelInfo, ModelUnavailable, Request, StepTimings, Traffic};

@@ -1,7 +1,9 @@
 //! Where a model's weights go: the device and dtype `--device` and `--dtype` name, parsed once
-//! for every command and every family.
+//! for every command and every family ([`Placement::parse`], with the `auto` rule), and the
+//! names run manifests and parity reports give them back ([`device_name`], [`dtype_name`],
+//! [`device_location`]).
 
-use anyhow::Result;
+use anyhow::{anyhow, bail, Result};
 use candle_core::{DType, Device};
 
 /// A device and dtype, parsed from their command-line spellings.
@@ -40,12 +42,63 @@ pub fn resolve_dtype<'a>(requested: &'a str, device: &Device) -> &'a str {
 
 /// Parses `cpu`, `cuda` or `cuda:<ordinal>` and opens the device.
 pub fn parse_device(s: &str) -> Result<Device> {
-    crate::internvl::parse_device(s)
+    match s {
+        "cpu" => Ok(Device::Cpu),
+        s if s == "cuda" || s.starts_with("cuda:") => {
+            let ord = match s.strip_prefix("cuda:") {
+                Some(n) => n
+                    .parse::<usize>()
+                    .map_err(|_| anyhow!("bad device {s:?}: expected cuda:<ordinal>"))?,
+                None => 0,
+            };
+            Device::new_cuda(ord).map_err(|e| {
+                anyhow!(
+                    "cannot open CUDA device {ord}: {e} (is faceval-models built with \
+                     --features cuda, and is a GPU visible?)"
+                )
+            })
+        }
+        other => bail!("unknown device {other:?}: expected cpu, cuda or cuda:<ordinal>"),
+    }
 }
 
-/// Parses `f32` / `bf16` / `f16` (and their long names).
+/// Parses `f32` / `bf16` / `f16` (and their long names); `auto` is resolved before, by
+/// [`resolve_dtype`].
 pub fn parse_dtype(s: &str) -> Result<DType> {
-    crate::internvl::parse_dtype(s)
+    match s {
+        "f32" | "float32" => Ok(DType::F32),
+        "bf16" | "bfloat16" => Ok(DType::BF16),
+        "f16" | "float16" => Ok(DType::F16),
+        other => bail!("unknown dtype {other:?}: expected f32, bf16 or f16"),
+    }
+}
+
+/// Short device name for manifests: `cpu`, `cuda` or `metal`.
+pub fn device_name(d: &Device) -> &'static str {
+    match d {
+        Device::Cpu => "cpu",
+        Device::Cuda(_) => "cuda",
+        Device::Metal(_) => "metal",
+    }
+}
+
+/// Device name with its ordinal, for parity reports: `cpu`, `cuda:N` or `metal:N`.
+pub fn device_location(d: &Device) -> String {
+    match d.location() {
+        candle_core::DeviceLocation::Cpu => "cpu".into(),
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+    }
+}
+
+/// Short dtype name for manifests.
+pub fn dtype_name(d: DType) -> &'static str {
+    match d {
+        DType::F32 => "f32",
+        DType::BF16 => "bf16",
+        DType::F16 => "f16",
+        _ => "other",
+    }
 }
 
 #[cfg(test)]
@@ -65,5 +118,14 @@ mod tests {
             Placement::parse("cpu", "f8"),
             Err(PlacementError::Dtype(_))
         ));
+    }
+
+    #[test]
+    fn names_round_trip_what_parses() {
+        let p = Placement::parse("cpu", "bfloat16").unwrap();
+        assert_eq!(device_name(&p.device), "cpu");
+        assert_eq!(device_location(&p.device), "cpu");
+        assert_eq!(dtype_name(p.dtype), "bf16");
+        assert!(parse_device("cuda:x").is_err());
     }
 }

@@ -861,11 +861,9 @@ fn perf_from_telemetry(t: Option<&Telemetry>, memory: Option<&Resources>) -> Per
     }
 }
 
-/// A task's telemetry: `tasks.<name>.telemetry` where a writer put it there, else the
-/// runner's `telemetry.tasks.<name>`.
+/// A task's telemetry ([`faceval_eval::run_folder::MetricsTelemetry::task`]).
 fn task_telemetry<'a>(run: &'a RunData, task: &str) -> Option<&'a Telemetry> {
-    let t = run.telemetry.as_ref()?;
-    t.task(task).or_else(|| t.run.as_ref()?.tasks.get(task))
+    run.telemetry.as_ref()?.task(task)
 }
 
 /// Type-7 quantile of sorted values.

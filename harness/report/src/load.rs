@@ -2,19 +2,22 @@
 //! missing), the optional `telemetry` object of `metrics.json`, and from `predictions.jsonl`
 //! only what the report needs per question — correctness, groups and timings.
 //!
-//! Predictions are parsed into a lean borrowed record (not the full `Prediction`) and in
-//! parallel over lines, because a report may read tens of millions of lines; everything else
-//! in a line is skipped by serde without being allocated.
+//! Predictions come through the run folder's one reader (`PredictionLines`: parallel over
+//! lines, last line of each key), parsed into a lean borrowed record rather than the full
+//! `Prediction`, because a report may read tens of millions of lines; everything else in a
+//! line is skipped by serde without being allocated.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use faceval_eval::error::input_error;
 use faceval_eval::metrics::{self, RunMetrics};
-use faceval_eval::run_folder::{self, fold_rotations, Answered, Manifest, MetricsTelemetry};
+use faceval_eval::run_folder::{
+    self, fold_rotations, Answered, Keyed, Manifest, MetricsTelemetry, Outcome, PredictionLines,
+};
 use rayon::prelude::*;
+use serde::de::IgnoredAny;
 use serde::Deserialize;
 
 /// A run folder as the report sees it.
@@ -104,13 +107,29 @@ struct LeanPrediction<'a> {
     variant: usize,
     #[serde(default)]
     correct: Option<bool>,
-    /// Other tools may give only `correct` (docs/run-format.md): then `null` is an error.
-    #[serde(default, borrow)]
-    outcome: Option<Cow<'a, str>>,
+    /// Other tools may give only `correct` ([`Outcome::from_correct`]).
+    #[serde(default)]
+    outcome: Option<Outcome>,
+    /// Only whether it is null matters, for an outcome told from `correct`.
+    #[serde(default)]
+    parsed: Option<IgnoredAny>,
     #[serde(default, borrow, deserialize_with = "pairs::deserialize")]
     groups: Vec<(Cow<'a, str>, Cow<'a, str>)>,
     #[serde(default)]
     timings: Option<LeanTimings>,
+}
+
+impl LeanPrediction<'_> {
+    fn outcome(&self) -> Outcome {
+        self.outcome
+            .unwrap_or_else(|| Outcome::from_correct(self.correct, self.parsed.is_none()))
+    }
+}
+
+impl Keyed for LeanPrediction<'_> {
+    fn key_parts(&self) -> (&str, &str, usize, usize) {
+        (&self.task, &self.id, self.rotation, self.variant)
+    }
 }
 
 impl Answered for LeanPrediction<'_> {
@@ -121,16 +140,13 @@ impl Answered for LeanPrediction<'_> {
         self.rotation
     }
     fn is_error(&self) -> bool {
-        match &self.outcome {
-            Some(o) => o == "error",
-            None => self.correct.is_none(),
-        }
+        self.outcome() == Outcome::Error
     }
     fn is_correct(&self) -> bool {
         self.correct == Some(true)
     }
     fn is_unparseable(&self) -> bool {
-        self.outcome.as_deref() == Some("unparseable")
+        self.outcome() == Outcome::Unparseable
     }
 }
 
@@ -203,53 +219,18 @@ pub fn read_run(dir: &Path) -> Result<RunData> {
     })
 }
 
-/// Read `predictions.jsonl` into per-task items. A malformed line is an input error naming the
-/// file and line; a last line without its newline is a write cut short and is dropped, as the
-/// run folder reader does, so the items agree with the scores.
+/// Read `predictions.jsonl` into per-task items, through the run folder's one reader
+/// ([`PredictionLines`]): a malformed line is an input error naming the file and line, a last
+/// line without its newline is a write cut short and is dropped, and the last line of each
+/// key counts, so the items agree with the scores.
 pub fn read_items(path: &Path) -> Result<BTreeMap<String, TaskItems>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
-        Err(e) => return Err(input_error(format!("{}: cannot read: {e}", path.display()))),
-    };
-    let mut lines: Vec<&str> = text.split('\n').collect();
-    // The piece after the last newline is empty, or a line cut short.
-    lines.pop();
-    let parsed: Vec<Option<LeanPrediction>> = lines
-        .par_iter()
-        .enumerate()
-        .map(|(i, line)| {
-            let body = line.trim();
-            if body.is_empty() {
-                return Ok(None);
-            }
-            serde_json::from_str::<LeanPrediction>(body)
-                .map(Some)
-                .map_err(|e| {
-                    input_error(format!(
-                        "{}:{}: not a prediction record: {e}",
-                        path.display(),
-                        i + 1
-                    ))
-                })
-        })
-        .collect::<Result<_>>()?;
-    // A retried question has several lines; the last one counts (docs/run-format.md).
+    let lines = PredictionLines::read(path)?;
+    let read = lines.parse(serde_json::from_str::<LeanPrediction>)?;
     // Other prompt variants are scored in metrics.json's prompt_sensitivity block; the
     // per-item views (accuracy, groups, latency) follow the headline, variant 0.
-    let mut last: HashMap<(&str, &str, usize), usize> = HashMap::with_capacity(parsed.len());
-    for (i, p) in parsed.iter().enumerate() {
-        if let Some(p) = p.as_ref().filter(|p| p.variant == 0) {
-            last.insert((p.task.as_ref(), p.id.as_ref(), p.rotation), i);
-        }
-    }
     let mut by_task: BTreeMap<&str, Vec<&LeanPrediction>> = BTreeMap::new();
-    for (i, p) in parsed.iter().enumerate() {
-        if let Some(p) = p.as_ref().filter(|p| p.variant == 0) {
-            if last[&(p.task.as_ref(), p.id.as_ref(), p.rotation)] == i {
-                by_task.entry(p.task.as_ref()).or_default().push(p);
-            }
-        }
+    for p in read.records.iter().filter(|p| p.variant == 0) {
+        by_task.entry(p.task.as_ref()).or_default().push(p);
     }
     Ok(by_task
         .into_par_iter()

@@ -632,7 +632,8 @@ fn fairness_checks(
     Ok(())
 }
 
-/// Telemetry (docs/telemetry.md): p95 latency per task from `tasks.<name>.telemetry` when
+/// Telemetry (docs/telemetry.md): p95 latency per task from the task's telemetry
+/// ([`MetricsTelemetry::task`]: `tasks.<name>.telemetry` or `telemetry.tasks.<name>`) when
 /// either run has it, else once from the run's `telemetry.overall`; peak VRAM once from
 /// `telemetry.memory`. Per-task checks go into `tasks`; the run's checks are returned.
 fn latency_and_memory_checks(

@@ -1,16 +1,17 @@
 //! The one reader of run folders: the manifest, `predictions.jsonl` (last line of each key
-//! wins, a line cut short by a crash is dropped), the timing parts of `metrics.json`, the one
-//! fold of circular rotations into questions, and the one answer to "same task definition?".
+//! wins, a line cut short by a crash is dropped; [`PredictionLines`] parses lines in parallel
+//! into the full [`Prediction`] or a caller's lean record), the timing parts of
+//! `metrics.json`, the one fold of circular rotations into questions, and the one answer to
+//! "same task definition?".
 //!
 //! Everything that reads a run — scoring, audit, gate, sensitivity, report — comes through
 //! here, so the rules of `docs/run-format.md` are applied in one place.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
+use rayon::prelude::*;
 
 use super::schema::{
     Manifest, MetricsTelemetry, Outcome, Prediction, RunTelemetry, TaskRecord, Telemetry, MANIFEST,
@@ -47,75 +48,141 @@ pub struct ReadPredictions {
 /// line; a last line without its newline is treated as a write cut short and dropped. Of
 /// several lines with one key the last is kept.
 pub fn read_predictions(path: &Path) -> Result<ReadPredictions> {
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ReadPredictions::default()),
-        Err(e) => return Err(input_error(format!("{}: cannot read: {e}", path.display()))),
-    };
-    let mut reader = BufReader::new(file);
-    let mut out = ReadPredictions::default();
-    let mut line = String::new();
-    let mut line_no = 0;
-    loop {
-        line.clear();
-        let n = reader.read_line(&mut line)?;
-        if n == 0 {
-            break;
-        }
-        line_no += 1;
-        let complete = line.ends_with('\n');
-        let body = line.trim();
-        if body.is_empty() {
-            out.valid_len += n as u64;
-            continue;
-        }
-        match Prediction::from_line(body) {
-            Ok(p) if complete => {
-                out.predictions.push(p);
-                out.valid_len += n as u64;
-            }
-            // A parseable last line without newline: the newline write was lost. Drop it too;
-            // it will be asked again, which is cheaper than trusting a half-finished write.
-            Ok(_) => {
-                out.truncated_tail = true;
-                break;
-            }
-            Err(_) if !complete => {
-                out.truncated_tail = true;
-                break;
-            }
-            Err(e) => {
-                return Err(input_error(format!(
-                    "{}:{line_no}: not a prediction record: {e}",
-                    path.display()
-                )));
-            }
-        }
+    let lines = PredictionLines::read(path)?;
+    let read = lines.parse(Prediction::from_line)?;
+    Ok(ReadPredictions {
+        predictions: read.records,
+        superseded: read.superseded,
+        valid_len: read.valid_len,
+        truncated_tail: read.truncated_tail,
+    })
+}
+
+/// What the reader needs to know of a line's record: the key that makes a question unique
+/// within a run, `(task, id, rotation, variant)`.
+pub trait Keyed {
+    fn key_parts(&self) -> (&str, &str, usize, usize);
+}
+
+impl Keyed for Prediction {
+    fn key_parts(&self) -> (&str, &str, usize, usize) {
+        (&self.task, &self.id, self.rotation, self.variant)
     }
-    out.superseded = keep_last_per_key(&mut out.predictions);
-    Ok(out)
+}
+
+/// `predictions.jsonl` held in memory, so that its lines can be parsed in parallel into any
+/// record type: the full [`Prediction`] ([`read_predictions`]), or a reader's own lean record
+/// that borrows from the text (the report reads tens of millions of lines and keeps only
+/// correctness, groups and timings).
+pub struct PredictionLines {
+    path: PathBuf,
+    text: String,
+}
+
+/// The records of a predictions file: one per key, the last line of each, in file order of
+/// those last lines.
+#[derive(Debug)]
+pub struct Records<R> {
+    pub records: Vec<R>,
+    /// Earlier lines of a key that a later line replaced (retried errors).
+    pub superseded: usize,
+    /// Byte length of the valid prefix (every complete, parseable line).
+    pub valid_len: u64,
+    /// A final line that was cut short (a crash mid-write); it is dropped.
+    pub truncated_tail: bool,
+}
+
+impl PredictionLines {
+    /// Read the file; a missing file has no lines.
+    pub fn read(path: &Path) -> Result<PredictionLines> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(input_error(format!("{}: cannot read: {e}", path.display()))),
+        };
+        Ok(PredictionLines {
+            path: path.to_path_buf(),
+            text,
+        })
+    }
+
+    /// Parse every complete line with `parse`, in parallel, following the rules of
+    /// `docs/run-format.md`: blank lines are skipped; a malformed line is an input error
+    /// naming the file and line (the first, whatever the parallel order); a last line
+    /// without its newline is a write cut short and is dropped, parseable or not (it will be
+    /// asked again, which is cheaper than trusting a half-finished write); of several lines
+    /// with one key the last is kept.
+    pub fn parse<'a, R, E>(
+        &'a self,
+        parse: impl Fn(&'a str) -> std::result::Result<R, E> + Sync,
+    ) -> Result<Records<R>>
+    where
+        R: Keyed + Send,
+        E: std::fmt::Display + Send,
+    {
+        let mut pieces: Vec<&str> = self.text.split('\n').collect();
+        // The piece after the last newline: empty, blank, or a line cut short.
+        let tail = pieces.pop().unwrap_or_default();
+        let mut valid_len: u64 = pieces.iter().map(|l| l.len() as u64 + 1).sum();
+        let truncated_tail = !tail.trim().is_empty();
+        if !truncated_tail {
+            valid_len += tail.len() as u64;
+        }
+        let parsed: Vec<std::result::Result<Option<R>, E>> = pieces
+            .par_iter()
+            .map(|line| {
+                let body = line.trim();
+                if body.is_empty() {
+                    Ok(None)
+                } else {
+                    parse(body).map(Some)
+                }
+            })
+            .collect();
+        let mut records = Vec::with_capacity(parsed.len());
+        for (i, p) in parsed.into_iter().enumerate() {
+            match p {
+                Ok(Some(r)) => records.push(r),
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(input_error(format!(
+                        "{}:{}: not a prediction record: {e}",
+                        self.path.display(),
+                        i + 1
+                    )))
+                }
+            }
+        }
+        let superseded = keep_last_per_key(&mut records);
+        Ok(Records {
+            records,
+            superseded,
+            valid_len,
+            truncated_tail,
+        })
+    }
 }
 
 /// Keep the last line of each key, in file order of those last lines; returns how many
 /// earlier lines were dropped.
-fn keep_last_per_key(predictions: &mut Vec<Prediction>) -> usize {
+fn keep_last_per_key<R: Keyed>(records: &mut Vec<R>) -> usize {
     let mut last: HashMap<(&str, &str, usize, usize), usize> =
-        HashMap::with_capacity(predictions.len());
-    for (i, p) in predictions.iter().enumerate() {
-        last.insert((&p.task, &p.id, p.rotation, p.variant), i);
+        HashMap::with_capacity(records.len());
+    for (i, r) in records.iter().enumerate() {
+        last.insert(r.key_parts(), i);
     }
-    if last.len() == predictions.len() {
+    if last.len() == records.len() {
         return 0;
     }
-    let keep: Vec<bool> = predictions
+    let keep: Vec<bool> = records
         .iter()
         .enumerate()
-        .map(|(i, p)| last[&(p.task.as_str(), p.id.as_str(), p.rotation, p.variant)] == i)
+        .map(|(i, r)| last[&r.key_parts()] == i)
         .collect();
-    let dropped = predictions.len() - last.len();
+    let dropped = records.len() - last.len();
     drop(last);
     let mut keep = keep.into_iter();
-    predictions.retain(|_| keep.next().unwrap_or(true));
+    records.retain(|_| keep.next().unwrap_or(true));
     dropped
 }
 

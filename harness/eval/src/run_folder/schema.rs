@@ -166,6 +166,30 @@ pub enum Outcome {
     Error,
 }
 
+impl Outcome {
+    /// The outcome of a line that gives `correct` but no `outcome` (tools other than faceval
+    /// often write only that): `true` is `correct`, `false` is `wrong` (`unparseable` when
+    /// `parsed` is null) and `null` is `error`.
+    pub fn from_correct(correct: Option<bool>, parsed_is_null: bool) -> Outcome {
+        match correct {
+            Some(true) => Outcome::Correct,
+            Some(false) if parsed_is_null => Outcome::Unparseable,
+            Some(false) => Outcome::Wrong,
+            None => Outcome::Error,
+        }
+    }
+
+    /// The spelling in `predictions.jsonl`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Correct => "correct",
+            Outcome::Wrong => "wrong",
+            Outcome::Unparseable => "unparseable",
+            Outcome::Error => "error",
+        }
+    }
+}
+
 /// One line of `predictions.jsonl`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Prediction {
@@ -277,8 +301,7 @@ impl Prediction {
     }
 
     /// Parse one line of `predictions.jsonl`. `outcome` may be left out when `correct` is
-    /// given (tools other than faceval often write only that): `true` is `correct`, `false`
-    /// is `wrong` (`unparseable` when `parsed` is null) and `null` is `error`.
+    /// given ([`Outcome::from_correct`]).
     pub fn from_line(line: &str) -> serde_json::Result<Prediction> {
         match serde_json::from_str::<Prediction>(line) {
             Ok(p) => Ok(p),
@@ -290,16 +313,14 @@ impl Prediction {
                 if obj.contains_key("outcome") {
                     return Err(first);
                 }
-                let outcome = match obj.get("correct") {
-                    Some(serde_json::Value::Bool(true)) => "correct",
-                    Some(serde_json::Value::Bool(false)) => match obj.get("parsed") {
-                        Some(serde_json::Value::Null) => "unparseable",
-                        _ => "wrong",
-                    },
-                    Some(serde_json::Value::Null) => "error",
+                let correct = match obj.get("correct") {
+                    Some(serde_json::Value::Bool(b)) => Some(*b),
+                    Some(serde_json::Value::Null) => None,
                     _ => return Err(first),
                 };
-                obj.insert("outcome".into(), outcome.into());
+                let parsed_is_null = matches!(obj.get("parsed"), Some(serde_json::Value::Null));
+                let outcome = Outcome::from_correct(correct, parsed_is_null);
+                obj.insert("outcome".into(), outcome.as_str().into());
                 serde_json::from_value(serde_json::Value::Object(obj))
             }
         }
@@ -504,9 +525,12 @@ pub struct MetricsTelemetry {
 }
 
 impl MetricsTelemetry {
-    /// `tasks.<name>.telemetry`.
+    /// A task's telemetry: `tasks.<name>.telemetry` where a writer put it beside the scores,
+    /// else `telemetry.tasks.<name>`, where the runner's metrics put it.
     pub fn task(&self, name: &str) -> Option<&Telemetry> {
-        self.tasks.get(name)
+        self.tasks
+            .get(name)
+            .or_else(|| self.run.as_ref()?.tasks.get(name))
     }
 
     /// `telemetry.overall`.

@@ -29,7 +29,7 @@ pub use weights::Layout;
 // Re-exported so that paths from before the shared parts moved to crate level keep working.
 use crate::checkpoint::generation_config_eos;
 pub use crate::checkpoint::CheckpointFiles;
-pub use crate::device::{device_name, dtype_name, parse_device, parse_dtype};
+pub use crate::placement::{device_name, dtype_name, parse_device, parse_dtype};
 
 /// The InternVL network with its weights on one device.
 pub struct InternVl {

@@ -20,7 +20,6 @@ pub mod text;
 pub mod weights;
 
 use std::path::Path;
-use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, IndexOp, Module, Tensor};
@@ -32,7 +31,7 @@ pub use config::LlavaConfig;
 pub use model::LlavaModel;
 
 use crate::checkpoint::{generation_config_eos, CheckpointFiles};
-use crate::generation::{argmax, log_sum_exp, top_k_logprobs};
+use crate::generation::log_sum_exp;
 use config::{ProjectorAct, SelectStrategy};
 
 /// The LLaVA network with its weights on one device.
@@ -52,16 +51,8 @@ pub struct Llava {
     eos_token_ids: Vec<u32>,
 }
 
-/// Greedy decoding result.
-#[derive(Debug, Clone)]
-pub struct Decoded {
-    pub tokens: Vec<u32>,
-    pub top_logprobs: Vec<Vec<(u32, f32)>>,
-    /// Every step's full logits when asked for (parity tests).
-    pub step_logits: Vec<Vec<f32>>,
-    pub prefill_ms: f64,
-    pub decode_ms: f64,
-}
+/// Greedy decoding result (the shared [`crate::generation::Decoded`]).
+pub type Decoded = crate::generation::Decoded;
 
 impl Llava {
     /// Loads `dir` (config.json + safetensors, single or sharded) onto `device` in `dtype`.
@@ -253,51 +244,38 @@ impl Llava {
         Ok(out)
     }
 
-    /// Greedy decoding from prompt embeddings; `stop_here` sees the tokens so far after each
-    /// step. A stop token ends decoding and is kept, as transformers keeps EOS.
+    /// Greedy decoding from prompt embeddings ([`crate::generation::greedy`]); `stop_here`
+    /// sees the tokens so far after each step. A stop token ends decoding and is kept, as
+    /// transformers keeps EOS.
     pub fn greedy(
         &self,
         prompt_embeds: &Tensor,
         max_new_tokens: usize,
         stop_token_ids: &[u32],
         keep_step_logits: bool,
-        mut stop_here: impl FnMut(&[u32]) -> bool,
+        stop_here: impl FnMut(&[u32]) -> bool,
     ) -> Result<Decoded> {
-        let t0 = Instant::now();
-        let mut out = Decoded {
-            tokens: vec![],
-            top_logprobs: vec![],
-            step_logits: vec![],
-            prefill_ms: 0.0,
-            decode_ms: 0.0,
-        };
-        if max_new_tokens == 0 {
-            return Ok(out);
-        }
         let mut cache = self.new_cache();
-        let mut pos = prompt_embeds.dim(1)?;
-        let mut logits = self.step(prompt_embeds, 0, &mut cache)?;
-        out.prefill_ms = t0.elapsed().as_secs_f64() * 1e3;
-        let t1 = Instant::now();
-        loop {
-            let next = argmax(&logits);
-            out.top_logprobs.push(top_k_logprobs(&logits, 5));
-            if keep_step_logits {
-                out.step_logits.push(logits.clone());
+        let mut pos = 0;
+        let forward = |next: Option<u32>, _: usize| match next {
+            None => {
+                pos = prompt_embeds.dim(1)?;
+                self.step(prompt_embeds, 0, &mut cache)
             }
-            out.tokens.push(next);
-            if stop_token_ids.contains(&next)
-                || out.tokens.len() >= max_new_tokens
-                || stop_here(&out.tokens)
-            {
-                break;
+            Some(token) => {
+                let emb = self.embed_ids(&[token])?;
+                let logits = self.step(&emb, pos, &mut cache)?;
+                pos += 1;
+                Ok(logits)
             }
-            let emb = self.embed_ids(&[next])?;
-            logits = self.step(&emb, pos, &mut cache)?;
-            pos += 1;
-        }
-        out.decode_ms = t1.elapsed().as_secs_f64() * 1e3;
-        Ok(out)
+        };
+        crate::generation::greedy(
+            max_new_tokens,
+            stop_token_ids,
+            keep_step_logits,
+            forward,
+            stop_here,
+        )
     }
 
     /// Sum of log-probabilities of each continuation after the prompt: one prefill, then each

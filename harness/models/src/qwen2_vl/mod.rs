@@ -16,7 +16,6 @@ pub mod vision;
 pub mod weights;
 
 use std::path::Path;
-use std::time::Instant;
 
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor};
@@ -26,7 +25,7 @@ pub use model::Qwen2VlModel;
 pub use text::KvCache;
 
 use crate::checkpoint::{generation_config_eos, CheckpointFiles};
-use crate::generation::{argmax, log_sum_exp, top_k_logprobs};
+use crate::generation::log_sum_exp;
 
 /// The network with its weights on one device.
 pub struct Qwen2Vl {
@@ -40,17 +39,8 @@ pub struct Qwen2Vl {
     eos_token_ids: Vec<u32>,
 }
 
-/// What greedy decoding produced.
-#[derive(Debug, Clone)]
-pub struct Decoded {
-    pub tokens: Vec<u32>,
-    /// Top-5 log-probabilities at each generated position.
-    pub top_logprobs: Vec<Vec<(u32, f32)>>,
-    /// f32 logits of each step (only when asked for).
-    pub step_logits: Vec<Vec<f32>>,
-    pub prefill_ms: f64,
-    pub decode_ms: f64,
-}
+/// What greedy decoding produced (the shared [`crate::generation::Decoded`]).
+pub type Decoded = crate::generation::Decoded;
 
 impl Qwen2Vl {
     pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
@@ -197,8 +187,9 @@ impl Qwen2Vl {
         Ok(row)
     }
 
-    /// Greedy decoding from prompt embeddings at `positions` (delta `delta`): stops at a stop
-    /// token (kept), after `max_new` tokens, or when `stop_text` says so.
+    /// Greedy decoding from prompt embeddings at `positions` (delta `delta`;
+    /// [`crate::generation::greedy`]): stops at a stop token (kept), after `max_new` tokens,
+    /// or when `stop_text` says so.
     // The arguments are the prompt (3) and the stopping rules (4); a struct for either would
     // only be built to be taken apart here.
     #[allow(clippy::too_many_arguments)]
@@ -210,41 +201,22 @@ impl Qwen2Vl {
         max_new: usize,
         stop_ids: &[u32],
         keep_logits: bool,
-        mut stop_text: impl FnMut(&[u32]) -> bool,
+        stop_text: impl FnMut(&[u32]) -> bool,
     ) -> Result<Decoded> {
-        let mut out = Decoded {
-            tokens: vec![],
-            top_logprobs: vec![],
-            step_logits: vec![],
-            prefill_ms: 0.0,
-            decode_ms: 0.0,
-        };
-        if max_new == 0 {
-            return Ok(out);
-        }
-        let t0 = Instant::now();
         let mut cache = self.new_cache();
-        let hidden = self.forward(embeds, positions, &mut cache)?;
-        let mut logits = self.last_logits(&hidden, 0)?;
-        out.prefill_ms = t0.elapsed().as_secs_f64() * 1e3;
-        let t1 = Instant::now();
-        loop {
-            let next = argmax(&logits);
-            out.top_logprobs.push(top_k_logprobs(&logits, 5));
-            if keep_logits {
-                out.step_logits.push(std::mem::take(&mut logits));
+        let forward = |next: Option<u32>, step: usize| match next {
+            None => {
+                let hidden = self.forward(embeds, positions, &mut cache)?;
+                self.last_logits(&hidden, 0)
             }
-            out.tokens.push(next);
-            if stop_ids.contains(&next) || out.tokens.len() >= max_new || stop_text(&out.tokens) {
-                break;
+            Some(token) => {
+                let p = cache.len() as i64 + delta;
+                let e = self.lm.embed_ids(&[token])?;
+                let hidden = self.forward(&e, &[[p, p, p]], &mut cache)?;
+                self.last_logits(&hidden, step)
             }
-            let p = cache.len() as i64 + delta;
-            let e = self.lm.embed_ids(&[next])?;
-            let hidden = self.forward(&e, &[[p, p, p]], &mut cache)?;
-            logits = self.last_logits(&hidden, out.tokens.len())?;
-        }
-        out.decode_ms = t1.elapsed().as_secs_f64() * 1e3;
-        Ok(out)
+        };
+        crate::generation::greedy(max_new, stop_ids, keep_logits, forward, stop_text)
     }
 
     /// Sum of log-probabilities of each continuation after the prompt (one prefill shared by
