@@ -167,6 +167,7 @@ fn base_prediction(task: &Task, item_id: &str, rotation: usize, variant: usize) 
         output_tokens: 0,
         error: None,
         option_logprobs: None,
+        score: None,
     }
 }
 

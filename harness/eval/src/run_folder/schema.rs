@@ -237,6 +237,12 @@ pub struct Prediction {
     /// (`docs/calibration.md`). Left out otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub option_logprobs: Option<BTreeMap<String, f64>>,
+    /// Verification tasks (`docs/verification.md`): the model's probability that the two
+    /// faces are one person, from the two answers' likelihoods, from the first generated
+    /// token's log-probabilities, or 1/0 from the answer it generated; `null` when none
+    /// could be had (an unreadable answer). Left out for other tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
 }
 
 fn is_zero(v: &usize) -> bool {
