@@ -76,6 +76,9 @@ pub struct AuditOptions {
     /// Positive class of two-label tasks, for fairlearn's binary measures; `None` takes the
     /// second label of the task's label list.
     pub positive: Option<String>,
+    /// Verification tasks: the global FMR that sets the one threshold per-group FMR and FNMR
+    /// are taken at (`docs/verification.md`).
+    pub group_fmr: f64,
 }
 
 impl Default for AuditOptions {
@@ -89,6 +92,7 @@ impl Default for AuditOptions {
             resamples: 2000,
             tasks: vec![],
             positive: None,
+            group_fmr: crate::verification::DEFAULT_GROUP_FMR,
         }
     }
 }
@@ -150,6 +154,10 @@ pub struct TaskAudit {
     /// Positive class used for binary measures (two-label tasks).
     pub positive_label: Option<String>,
     pub groupings: Vec<GroupingReport>,
+    /// Verification tasks: AUC, EER, TMR@FMR and, per audited field, FMR and FNMR at one
+    /// global threshold with their max/min ratios and differences (`docs/verification.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<crate::verification::Verification>,
     /// Things the reader should know (measures left out and why).
     pub notes: Vec<String>,
 }
@@ -504,6 +512,15 @@ fn audit_task(
         min_group_size: min_group,
         bootstrap,
     };
+    // Verification tasks: the pairs' scores, per audited field (intersections are not
+    // verification groups: the per-group threshold rates are per field).
+    let verification = crate::verification::verification_by(
+        record,
+        preds,
+        &fields,
+        options.group_fmr,
+        &bootstrap.salted(5),
+    );
     let reports: Vec<GroupingReport> = groupings
         .par_iter()
         .enumerate()
@@ -528,6 +545,7 @@ fn audit_task(
         positive_label: columns.positive_label,
         groupings: reports,
         notes: columns.notes,
+        verification,
     }))
 }
 

@@ -55,6 +55,10 @@ pub struct TaskMetrics {
     /// (`docs/prompt-sensitivity.md`); left out for tasks without `variants`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_sensitivity: Option<crate::sensitivity::PromptSensitivity>,
+    /// Verification tasks: ROC AUC, EER, TMR@FMR and per-group FMR/FNMR of the pairs'
+    /// `score`s (`docs/verification.md`); left out for other tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<crate::verification::Verification>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -232,6 +236,7 @@ pub fn task_metrics(
         }
     }
     m.calibration = crate::calibration::calibration(preds, &record.groups, &bootstrap.salted(4));
+    m.verification = crate::verification::verification(record, preds, &bootstrap.salted(5));
     m
 }
 

@@ -304,7 +304,7 @@ fn finish_generated(
             p.timings.e2e_ms = e2e_ms;
             p.prompt_tokens = g.prompt_tokens;
             p.output_tokens = g.token_ids.len();
-            fill(p, s)
+            with_score(task, fill(p, s))
         }
         Err(e) => {
             p.timings = Default::default();
@@ -313,6 +313,19 @@ fn finish_generated(
             p
         }
     }
+}
+
+/// Verification tasks: the pair's `score` next to `parsed` (`docs/verification.md`); other
+/// tasks' predictions pass through unchanged.
+fn with_score(task: &Task, mut p: Prediction) -> Prediction {
+    if let (QuestionStyle::Verification, [same, different]) =
+        (task.spec.question.style, task.labels.values())
+    {
+        if p.outcome != Outcome::Error {
+            p.score = crate::verification::pair_score(&p, same, different);
+        }
+    }
+    p
 }
 
 fn argmax(values: &[f64]) -> Option<usize> {
@@ -641,7 +654,7 @@ impl Asking<'_> {
                 let job = prepare(task, item, q, &dec, self.seed);
                 if by_likelihood(task) {
                     if let Some(p) = ask_likelihood(model, &job)? {
-                        self.record_call(progress, vec![(p, item)])?;
+                        self.record_call(progress, vec![(with_score(task, p), item)])?;
                         continue;
                     }
                 }

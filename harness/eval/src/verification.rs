@@ -295,6 +295,23 @@ pub struct Verification {
     pub groups: BTreeMap<String, GroupBreakdown>,
 }
 
+/// The `score` of one answered pair: the probability of the `same` answer from the two
+/// answers' log-likelihoods where the prediction has them (`option_logprobs`: a local model's
+/// choice likelihoods, or a served model's first-token log-probabilities), normalised over
+/// the two; else 1 or 0 from the answer it generated; `None` when the answer could not be read.
+pub fn pair_score(prediction: &Prediction, same: &str, different: &str) -> Option<f64> {
+    let from_logprobs = prediction.option_logprobs.as_ref().and_then(|lp| {
+        let (s, d) = (*lp.get(same)?, *lp.get(different)?);
+        // softmax over the two, written so that neither exponent overflows.
+        (s.is_finite() && d.is_finite()).then(|| 1.0 / (1.0 + (d - s).exp()))
+    });
+    from_logprobs.or_else(|| match prediction.parsed.as_deref() {
+        Some(a) if a == same => Some(1.0),
+        Some(a) if a == different => Some(0.0),
+        _ => None,
+    })
+}
+
 /// Whether a task record is a verification task.
 pub fn is_verification(record: &TaskRecord) -> bool {
     record.style == "verification"
@@ -313,6 +330,18 @@ struct Row<'a> {
 pub fn verification(
     record: &TaskRecord,
     preds: &[&Prediction],
+    config: &BootstrapConfig,
+) -> Option<Verification> {
+    verification_by(record, preds, &record.groups, DEFAULT_GROUP_FMR, config)
+}
+
+/// [`verification`] with the group fields and the global FMR of the per-group threshold
+/// chosen by the caller (`faceval audit --by`, `--group-fmr`).
+pub fn verification_by(
+    record: &TaskRecord,
+    preds: &[&Prediction],
+    group_fields: &[String],
+    group_fmr: f64,
     config: &BootstrapConfig,
 ) -> Option<Verification> {
     if !is_verification(record) {
@@ -340,8 +369,8 @@ pub fn verification(
     compute(
         &rows,
         answered.len() - rows.len(),
-        &record.groups,
-        DEFAULT_GROUP_FMR,
+        group_fields,
+        group_fmr,
         config,
     )
 }

@@ -17,6 +17,7 @@ use faceval_eval::fairness::{self, FairnessOptions, GroupAccuracy, Measure};
 use faceval_eval::metrics::{Confusion, TaskMetrics};
 use faceval_eval::run_folder::{Resources, Telemetry};
 use faceval_eval::sensitivity::PromptSensitivity;
+use faceval_eval::verification::Verification;
 use faceval_eval::stats::{self, Interval};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -176,7 +177,9 @@ pub struct Cell {
     pub calibration: Option<Calibration>,
     /// Accuracy per prompt variant, where the task lists variants.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub prompt_sensitivity: Option<PromptSensitivity>,
+    pub prompt_sensitivity: Option<PromptSensitivity>,    /// AUC, EER, TMR@FMR and per-group FMR/FNMR, for verification tasks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verification: Option<Verification>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -284,6 +287,7 @@ pub struct PanelSet<T> {
 pub type ConfusionSet = PanelSet<Confusion>;
 pub type CalibrationSet = PanelSet<Calibration>;
 pub type SensitivitySet = PanelSet<PromptSensitivity>;
+pub type VerificationSet = PanelSet<Verification>;
 
 /// Everything a report shows.
 #[derive(Debug, Clone, Serialize)]
@@ -309,6 +313,9 @@ pub struct Report {
     pub calibration: Vec<CalibrationSet>,
     /// Tasks with prompt variants (`docs/prompt-sensitivity.md`).
     pub prompt_sensitivity: Vec<SensitivitySet>,
+    /// Verification tasks: AUC, EER, TMR@FMR, per-group FMR/FNMR and DET curves
+    /// (`docs/verification.md`).
+    pub verification: Vec<VerificationSet>,
     pub published: Vec<PublishedTable>,
 }
 
@@ -433,6 +440,7 @@ fn cell_from(m: Option<&TaskMetrics>, run: usize) -> Cell {
         breakdown: m.breakdown,
         calibration: m.calibration,
         prompt_sensitivity: m.prompt_sensitivity,
+        verification: m.verification,
     }
 }
 
@@ -544,6 +552,7 @@ pub fn build_from(runs: Vec<RunData>, options: &ReportOptions) -> Result<Report>
     let confusion = panel_sets(&sections, |c| c.confusion.clone());
     let calibration = panel_sets(&sections, |c| c.calibration.clone());
     let prompt_sensitivity = panel_sets(&sections, |c| c.prompt_sensitivity.clone());
+    let verification = panel_sets(&sections, |c| c.verification.clone());
     let published =
         published::read_all(options.published_builtin, options.published_dir.as_deref())?;
     let notes = run_notes(&runs);
@@ -585,6 +594,7 @@ pub fn build_from(runs: Vec<RunData>, options: &ReportOptions) -> Result<Report>
         confusion,
         calibration,
         prompt_sensitivity,
+        verification,
         published,
     })
 }
