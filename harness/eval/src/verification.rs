@@ -247,8 +247,11 @@ pub struct GroupRates {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Spread {
     /// Largest rate over smallest; `null` when the smallest is 0.
-    pub max_min_ratio: Option<Interval>,
-    /// Largest rate minus smallest.
+    pub max_min_ratio: Option<f64>,
+    /// Its interval; `null` when some resample's smallest rate is 0 (the ratio is then
+    /// unbounded above) or the ratio itself is undefined.
+    pub max_min_ratio_interval: Option<Interval>,
+    /// Largest rate minus smallest, with its interval.
     pub max_min_difference: Option<Interval>,
 }
 
@@ -630,16 +633,15 @@ fn group_breakdown(
         );
     }
     let base = 2 * comparable.len();
+    let spread = |c: usize| Spread {
+        max_min_ratio: estimates[c].is_finite().then_some(estimates[c]),
+        max_min_ratio_interval: interval(c, n_all),
+        max_min_difference: interval(c + 1, n_all),
+    };
     Some(GroupBreakdown {
         groups,
-        fmr: Spread {
-            max_min_ratio: interval(base, n_all),
-            max_min_difference: interval(base + 1, n_all),
-        },
-        fnmr: Spread {
-            max_min_ratio: interval(base + 2, n_all),
-            max_min_difference: interval(base + 3, n_all),
-        },
+        fmr: spread(base),
+        fnmr: spread(base + 2),
     })
 }
 
@@ -823,9 +825,12 @@ mod tests {
                 let diff = spread.max_min_difference.as_ref().unwrap();
                 assert!(close(diff.estimate, max(rates) - min(rates)), "{}", c.name);
                 assert!(diff.low <= diff.estimate && diff.estimate <= diff.high);
-                match &spread.max_min_ratio {
-                    Some(ratio) => assert!(close(ratio.estimate, max(rates) / min(rates))),
-                    None => assert!(min(rates) == 0.0 || rates.len() < 2, "{}", c.name),
+                match spread.max_min_ratio {
+                    Some(ratio) => assert!(close(ratio, max(rates) / min(rates)), "{}", c.name),
+                    None => assert!(min(rates) == 0.0, "{}", c.name),
+                }
+                if let Some(i) = &spread.max_min_ratio_interval {
+                    assert!(i.low <= i.estimate && i.estimate <= i.high);
                 }
             }
         }

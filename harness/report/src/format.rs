@@ -250,6 +250,18 @@ fn optional(i: &Option<Interval>, show: fn(&Interval) -> String) -> String {
     i.as_ref().map_or_else(|| ABSENT.to_string(), show)
 }
 
+/// A max/min ratio with its interval, "∞" when the smallest rate is 0, and the estimate
+/// alone when the interval is unbounded.
+fn ratio_text(spread: &faceval_eval::verification::Spread) -> String {
+    match (&spread.max_min_ratio_interval, spread.max_min_ratio) {
+        (Some(i), _) => num_interval(i),
+        (None, Some(r)) => format!("{r:.2} [unbounded above]"),
+        // Two groups or more but a smallest rate of 0; fewer groups have no spread at all.
+        (None, None) if spread.max_min_difference.is_some() => "∞ (a group's rate is 0)".into(),
+        (None, None) => ABSENT.into(),
+    }
+}
+
 /// One verification task, per model: pairs, AUC and EER with their identity-cluster
 /// bootstrap intervals, the EER threshold and the accuracy there, and TMR at each FMR.
 pub fn verification_table(set: &VerificationSet) -> TextTable {
@@ -328,8 +340,8 @@ pub fn verification_groups_table(set: &VerificationSet) -> TextTable {
                 p.label.clone(),
                 format!("{field}: max/min ratio (threshold {threshold} at FMR {})", v.group_fmr),
                 String::new(),
-                optional(&b.fmr.max_min_ratio, num_interval),
-                optional(&b.fnmr.max_min_ratio, num_interval),
+                ratio_text(&b.fmr),
+                ratio_text(&b.fnmr),
                 String::new(),
             ]);
             rows.push(vec![

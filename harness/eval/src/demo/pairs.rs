@@ -155,3 +155,49 @@ pub fn write(out: &Path, root: &Path, rows: &[SynthRow]) -> anyhow::Result<Optio
         races,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::item::Target;
+
+    #[test]
+    fn demo_pairs_read_back_through_the_shipped_tasks() {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        let data = synth::generate(&data_dir, 40, 7).unwrap();
+        let layout = write(&dir.path().join("pairs"), &data_dir, &data.rows)
+            .unwrap()
+            .expect("40 faces make pairs");
+        // The header's folds × pairs per class × 2 is the number of pair lines.
+        let lfw = std::fs::read_to_string(&layout.lfw_list).unwrap();
+        let counts: Vec<usize> = lfw.lines().next().unwrap().split('\t').map(|n| n.parse().unwrap()).collect();
+        assert_eq!(2 * counts[0] * counts[1], lfw.lines().count() - 1, "{lfw}");
+        for name in ["verification-lfw", "verification-rfw"] {
+            let task = crate::task::resolve(name, None).unwrap();
+            let unused = Path::new("unused");
+            let demo = super::super::runner::retarget(&task, unused, unused, Some(&layout))
+                .expect("verification tasks run in the demo");
+            let read = crate::datasets::read_task(&demo, dir.path()).unwrap();
+            assert!(read.errors.is_empty(), "{name}: {:#?}", read.errors);
+            let genuine = read
+                .items
+                .iter()
+                .filter(|i| i.target == Target::Label("yes".into()))
+                .count();
+            assert!(genuine > 0 && genuine < read.items.len(), "{name}");
+            for item in &read.items {
+                assert_eq!(item.images.len(), 2);
+                assert!(item.images.iter().all(|p| p.is_file()), "{item:?}");
+            }
+            if name == "verification-rfw" {
+                assert!(read.items.iter().all(|i| i.groups.contains_key("race")));
+            }
+        }
+        // Too few faces for a mismatched pair: no pairs, and the tasks are skipped.
+        let one = synth::generate(&dir.path().join("one"), 4, 7).unwrap();
+        assert!(write(&dir.path().join("p1"), &dir.path().join("one"), &one.rows)
+            .unwrap()
+            .is_none());
+    }
+}
