@@ -896,6 +896,33 @@ mod tests {
     }
 
     #[test]
+    fn pair_scores_come_from_likelihoods_else_the_answer() {
+        let line = |extra: &str| {
+            Prediction::from_line(&format!(
+                r#"{{"id": "p", "task": "v", "parsed": "no", "target": "yes", "outcome": "wrong"{extra}}}"#
+            ))
+            .unwrap()
+        };
+        // Likelihoods: softmax over the two answers, whatever was generated.
+        let p = line(r#", "option_logprobs": {"yes": -0.5, "no": -1.5}"#);
+        let want = (-0.5f64).exp() / ((-0.5f64).exp() + (-1.5f64).exp());
+        assert!(close(pair_score(&p, "yes", "no").unwrap(), want));
+        // Far apart: no overflow, the score saturates.
+        let p = line(r#", "option_logprobs": {"yes": -900.0, "no": -0.1}"#);
+        assert_eq!(pair_score(&p, "yes", "no"), Some(0.0));
+        // No likelihoods: 1 or 0 from the answer, nothing from an unreadable one.
+        assert_eq!(pair_score(&line(""), "yes", "no"), Some(0.0));
+        let mut p = line("");
+        p.parsed = Some("yes".into());
+        assert_eq!(pair_score(&p, "yes", "no"), Some(1.0));
+        p.parsed = None;
+        assert_eq!(pair_score(&p, "yes", "no"), None);
+        // Likelihoods of other keys do not count.
+        let p = line(r#", "option_logprobs": {"A": -0.5, "B": -1.5}"#);
+        assert_eq!(pair_score(&p, "yes", "no"), Some(0.0));
+    }
+
+    #[test]
     fn undefined_curves_are_refused() {
         let pair = |score, genuine| ScoredPair { score, genuine };
         assert_eq!(roc_curve(&[pair(0.9, true), pair(0.1, true)]), None);
