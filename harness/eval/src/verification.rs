@@ -720,8 +720,17 @@ mod tests {
         f
     }
 
+    /// Equal to 1e-12. Thresholds are scores, exact in the CSVs, but serde_json may read the
+    /// reference file's decimals one unit in the last place off.
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() <= 1e-12
+    }
+
+    fn close_or_both_none(a: Option<f64>, b: Option<f64>) -> bool {
+        match (a, b) {
+            (Some(a), Some(b)) => close(a, b),
+            (a, b) => a == b,
+        }
     }
 
     #[test]
@@ -739,7 +748,7 @@ mod tests {
                     .max((roc.fpr[i] - c.roc.fpr[i]).abs())
                     .max((roc.tpr[i] - c.roc.tpr[i]).abs());
                 match c.roc.thresholds[i] {
-                    Some(t) => assert_eq!(roc.thresholds[i], t, "{} #{i}", c.name),
+                    Some(t) => assert!(close(roc.thresholds[i], t), "{} #{i}", c.name),
                     None => assert_eq!(roc.thresholds[i], f64::INFINITY, "{} #{i}", c.name),
                 }
             }
@@ -749,26 +758,25 @@ mod tests {
                 .max((e.eer - c.eer).abs());
             assert!(close(auc(&roc), c.auc), "{}: auc {} vs {}", c.name, auc(&roc), c.auc);
             assert!(close(e.eer, c.eer), "{}: eer {} vs {}", c.name, e.eer, c.eer);
-            assert_eq!(e.threshold, c.threshold_eer, "{}", c.name);
+            assert!(close(e.threshold, c.threshold_eer), "{}", c.name);
             assert!(close(
                 accuracy_at(&f.pairs, e.threshold),
                 c.accuracy_at_threshold_eer
             ));
             for want in &c.tmr_at_fmr {
                 let i = index_at_fmr(&roc, want.fmr);
-                assert_eq!(tmr_at_fmr(&roc, want.fmr), want.tmr, "{} @{}", c.name, want.fmr);
-                assert_eq!(
-                    roc.thresholds[i].is_finite().then_some(roc.thresholds[i]),
-                    want.threshold,
-                    "{} @{}",
-                    c.name,
-                    want.fmr
-                );
+                assert!(close(tmr_at_fmr(&roc, want.fmr), want.tmr), "{} @{}", c.name, want.fmr);
+                let finite = roc.thresholds[i].is_finite().then_some(roc.thresholds[i]);
+                assert!(close_or_both_none(finite, want.threshold), "{} @{}", c.name, want.fmr);
             }
             let at = index_at_fmr(&roc, c.group_fmr);
             let threshold = roc.thresholds[at];
-            assert_eq!(threshold.is_finite().then_some(threshold), c.group_threshold);
+            assert!(close_or_both_none(
+                threshold.is_finite().then_some(threshold),
+                c.group_threshold
+            ));
         }
+        eprintln!("ROC points, AUC and EER: max |diff| vs sklearn {worst:e}");
         assert!(worst <= 1e-12, "max |diff| vs sklearn {worst:e}");
     }
 
@@ -794,10 +802,15 @@ mod tests {
             assert!(close(v.auc.estimate, c.auc) && close(v.eer.estimate, c.eer));
             assert!(v.auc.low <= v.auc.estimate && v.auc.estimate <= v.auc.high);
             assert!(v.eer.low <= v.eer.estimate && v.eer.estimate <= v.eer.high);
-            assert_eq!(v.threshold_eer, c.threshold_eer);
+            assert!(close(v.threshold_eer, c.threshold_eer));
             assert!(close(v.accuracy_at_threshold_eer, c.accuracy_at_threshold_eer));
-            assert_eq!(v.tmr_at_fmr, c.tmr_at_fmr, "{}", c.name);
-            assert_eq!(v.group_threshold, c.group_threshold, "{}", c.name);
+            assert_eq!(v.tmr_at_fmr.len(), c.tmr_at_fmr.len());
+            for (got, want) in v.tmr_at_fmr.iter().zip(&c.tmr_at_fmr) {
+                assert_eq!(got.fmr, want.fmr);
+                assert!(close(got.tmr, want.tmr), "{}", c.name);
+                assert!(close_or_both_none(got.threshold, want.threshold), "{}", c.name);
+            }
+            assert!(close_or_both_none(v.group_threshold, c.group_threshold), "{}", c.name);
             assert_eq!(v.roc.len(), c.roc.fpr.len());
             let b = &v.groups["group"];
             assert_eq!(b.groups.len(), c.groups.len(), "{}", c.name);
@@ -809,8 +822,8 @@ mod tests {
                     (want.n_genuine, want.n_impostor)
                 );
                 let est = |i: &Option<Interval>| i.as_ref().map(|i| i.estimate);
-                assert_eq!(est(&got.fmr), want.fmr, "{} {name} fmr", c.name);
-                assert_eq!(est(&got.fnmr), want.fnmr, "{} {name} fnmr", c.name);
+                assert!(close_or_both_none(est(&got.fmr), want.fmr), "{} {name} fmr", c.name);
+                assert!(close_or_both_none(est(&got.fnmr), want.fnmr), "{} {name} fnmr", c.name);
                 match (got.auc, want.auc) {
                     (Some(a), Some(w)) => assert!(close(a, w), "{} {name}: {a} vs {w}", c.name),
                     (a, w) => assert_eq!(a, w),

@@ -443,7 +443,6 @@ fn draw_det<DB: DrawingBackend>(
     series: &[String],
     points: &[Vec<(f64, f64)>],
 ) -> Result<(), String> {
-    use plotters::coord::combinators::IntoLogRange;
     let (w, h) = root.dim_in_pixel();
     let side = (w - LEGEND_W).min(h);
     let (plot, rest) = root.split_horizontally(side);

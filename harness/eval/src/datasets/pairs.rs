@@ -261,7 +261,7 @@ pub(super) fn read_lfw(
     };
     let counts: Vec<usize> = header
         .split_whitespace()
-        .map(str::parse)
+        .map(str::parse::<usize>)
         .collect::<Result<_, _>>()
         .map_err(|_| {
             input_error(format!(
@@ -375,7 +375,7 @@ pub(super) fn read_rfw(
             extension: &extension,
             same: &same,
             different: &different,
-            race: Some(race),
+            race: Some(race.as_str()),
         };
         let lines: Vec<(usize, &str)> = lines.iter().map(|(n, l)| (*n, l.as_str())).collect();
         layout.read_lines(&lines, RFW_PER_FOLD, false, &mut out);
