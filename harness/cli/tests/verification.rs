@@ -111,14 +111,20 @@ fn pairs_are_scored_audited_and_reported() {
         let lp = &p["option_logprobs"];
         let (yes, no) = (lp["yes"].as_f64().unwrap(), lp["no"].as_f64().unwrap());
         let score = p["score"].as_f64().unwrap();
-        assert!((score - 1.0 / (1.0 + (no - yes).exp())).abs() < 1e-12, "{p}");
+        assert!(
+            (score - 1.0 / (1.0 + (no - yes).exp())).abs() < 1e-12,
+            "{p}"
+        );
         assert!(p["groups"]["race"] == "African" || p["groups"]["race"] == "Asian");
     }
     let metrics: Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
     let v = &metrics["tasks"]["pairs"]["verification"];
-    assert_eq!((v["n"].as_u64(), v["n_genuine"].as_u64()), (Some(12), Some(6)), "{v}");
+    assert_eq!(
+        (v["n"].as_u64(), v["n_genuine"].as_u64()),
+        (Some(12), Some(6)),
+        "{v}"
+    );
     assert_eq!(v["auc"]["method"], "cluster_bootstrap");
     let auc = v["auc"]["estimate"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&auc));
@@ -132,13 +138,23 @@ fn pairs_are_scored_audited_and_reported() {
     let json: Value = serde_json::from_str(&ok(&faceval()
         .arg("audit")
         .arg(&out)
-        .args(["--format", "json", "--group-fmr", "0.2", "--resamples", "200"])
+        .args([
+            "--format",
+            "json",
+            "--group-fmr",
+            "0.2",
+            "--resamples",
+            "200",
+        ])
         .output()
         .unwrap()))
     .unwrap();
     let va = &json["runs"][0]["tasks"][0]["verification"];
     assert_eq!(va["group_fmr"], 0.2, "{va}");
-    assert!(va["groups"]["race"]["fnmr"]["max_min_difference"].is_object() || va["groups"]["race"]["fnmr"]["max_min_difference"].is_null());
+    assert!(
+        va["groups"]["race"]["fnmr"]["max_min_difference"].is_object()
+            || va["groups"]["race"]["fnmr"]["max_min_difference"].is_null()
+    );
     let md = ok(&faceval().arg("audit").arg(&out).output().unwrap());
     assert!(md.contains("#### Verification"), "{md}");
     assert!(md.contains("race = African"), "{md}");
@@ -174,7 +190,10 @@ fn pairs_are_scored_audited_and_reported() {
         .output()
         .unwrap());
     let html = std::fs::read_to_string(report.join("index.html")).unwrap();
-    assert!(html.contains("id=\"verification\""), "no verification section");
+    assert!(
+        html.contains("id=\"verification\""),
+        "no verification section"
+    );
     assert!(html.contains("id=\"fig-det-pairs\""), "no DET curve");
     let md = std::fs::read_to_string(report.join("leaderboard.md")).unwrap();
     assert!(md.contains("## Face verification") && md.contains("TMR % @ FMR 0.01"));
@@ -210,5 +229,8 @@ fn a_broken_pair_list_exits_2_naming_file_and_line() {
     );
     assert_eq!(res.status.code(), Some(2));
     let err = String::from_utf8_lossy(&res.stderr);
-    assert!(err.contains("pairs.txt") && err.contains("6000 lines"), "{err}");
+    assert!(
+        err.contains("pairs.txt") && err.contains("6000 lines"),
+        "{err}"
+    );
 }

@@ -194,7 +194,13 @@ pub fn rates_at(pairs: &[ScoredPair], threshold: f64) -> (f64, f64) {
             accepted += u64::from(accept);
         }
     }
-    let ratio = |k: u64, n: u64| if n == 0 { f64::NAN } else { k as f64 / n as f64 };
+    let ratio = |k: u64, n: u64| {
+        if n == 0 {
+            f64::NAN
+        } else {
+            k as f64 / n as f64
+        }
+    };
     (ratio(accepted, impostors), ratio(rejected, genuine))
 }
 
@@ -756,8 +762,20 @@ mod tests {
             worst = worst
                 .max((auc(&roc) - c.auc).abs())
                 .max((e.eer - c.eer).abs());
-            assert!(close(auc(&roc), c.auc), "{}: auc {} vs {}", c.name, auc(&roc), c.auc);
-            assert!(close(e.eer, c.eer), "{}: eer {} vs {}", c.name, e.eer, c.eer);
+            assert!(
+                close(auc(&roc), c.auc),
+                "{}: auc {} vs {}",
+                c.name,
+                auc(&roc),
+                c.auc
+            );
+            assert!(
+                close(e.eer, c.eer),
+                "{}: eer {} vs {}",
+                c.name,
+                e.eer,
+                c.eer
+            );
             assert!(close(e.threshold, c.threshold_eer), "{}", c.name);
             assert!(close(
                 accuracy_at(&f.pairs, e.threshold),
@@ -765,9 +783,19 @@ mod tests {
             ));
             for want in &c.tmr_at_fmr {
                 let i = index_at_fmr(&roc, want.fmr);
-                assert!(close(tmr_at_fmr(&roc, want.fmr), want.tmr), "{} @{}", c.name, want.fmr);
+                assert!(
+                    close(tmr_at_fmr(&roc, want.fmr), want.tmr),
+                    "{} @{}",
+                    c.name,
+                    want.fmr
+                );
                 let finite = roc.thresholds[i].is_finite().then_some(roc.thresholds[i]);
-                assert!(close_or_both_none(finite, want.threshold), "{} @{}", c.name, want.fmr);
+                assert!(
+                    close_or_both_none(finite, want.threshold),
+                    "{} @{}",
+                    c.name,
+                    want.fmr
+                );
             }
             let at = index_at_fmr(&roc, c.group_fmr);
             let threshold = roc.thresholds[at];
@@ -803,14 +831,25 @@ mod tests {
             assert!(v.auc.low <= v.auc.estimate && v.auc.estimate <= v.auc.high);
             assert!(v.eer.low <= v.eer.estimate && v.eer.estimate <= v.eer.high);
             assert!(close(v.threshold_eer, c.threshold_eer));
-            assert!(close(v.accuracy_at_threshold_eer, c.accuracy_at_threshold_eer));
+            assert!(close(
+                v.accuracy_at_threshold_eer,
+                c.accuracy_at_threshold_eer
+            ));
             assert_eq!(v.tmr_at_fmr.len(), c.tmr_at_fmr.len());
             for (got, want) in v.tmr_at_fmr.iter().zip(&c.tmr_at_fmr) {
                 assert_eq!(got.fmr, want.fmr);
                 assert!(close(got.tmr, want.tmr), "{}", c.name);
-                assert!(close_or_both_none(got.threshold, want.threshold), "{}", c.name);
+                assert!(
+                    close_or_both_none(got.threshold, want.threshold),
+                    "{}",
+                    c.name
+                );
             }
-            assert!(close_or_both_none(v.group_threshold, c.group_threshold), "{}", c.name);
+            assert!(
+                close_or_both_none(v.group_threshold, c.group_threshold),
+                "{}",
+                c.name
+            );
             assert_eq!(v.roc.len(), c.roc.fpr.len());
             let b = &v.groups["group"];
             assert_eq!(b.groups.len(), c.groups.len(), "{}", c.name);
@@ -822,8 +861,16 @@ mod tests {
                     (want.n_genuine, want.n_impostor)
                 );
                 let est = |i: &Option<Interval>| i.as_ref().map(|i| i.estimate);
-                assert!(close_or_both_none(est(&got.fmr), want.fmr), "{} {name} fmr", c.name);
-                assert!(close_or_both_none(est(&got.fnmr), want.fnmr), "{} {name} fnmr", c.name);
+                assert!(
+                    close_or_both_none(est(&got.fmr), want.fmr),
+                    "{} {name} fmr",
+                    c.name
+                );
+                assert!(
+                    close_or_both_none(est(&got.fnmr), want.fnmr),
+                    "{} {name} fnmr",
+                    c.name
+                );
                 match (got.auc, want.auc) {
                     (Some(a), Some(w)) => assert!(close(a, w), "{} {name}: {a} vs {w}", c.name),
                     (a, w) => assert_eq!(a, w),
@@ -863,7 +910,11 @@ mod tests {
             from_pairs(pairs, &c, &none, &[], DEFAULT_GROUP_FMR, &config).unwrap()
         };
         let a = run(&f.pairs, &own);
-        assert_eq!(a, run(&f.pairs, &own), "the same seed gives the same intervals");
+        assert_eq!(
+            a,
+            run(&f.pairs, &own),
+            "the same seed gives the same intervals"
+        );
         assert_eq!(a.n_clusters, f.pairs.len());
         // Each pair four times over, as four pairs of one identity: the estimates stay, and
         // resampling identities (not copies) keeps the interval as wide as the originals'.

@@ -995,7 +995,10 @@ fn shipped_tasks_fail_cleanly_without_data() {
 // ---------------------------------------------------------------- verification pairs
 
 fn yes_no() -> LabelSet {
-    labels(&["yes", "no"], &[("yes", &["same"]), ("no", &["different"])])
+    labels(
+        &["yes", "no"],
+        &[("yes", &["same"]), ("no", &["different"])],
+    )
 }
 
 /// An LFW-shaped folder: `pairs.txt` with `header` and `lines`, and a JPEG-named image for
@@ -1086,17 +1089,28 @@ fn lfw_pairs_input_errors_name_the_file_and_line() {
     let s = spec(ReaderKind::LfwPairs, "lfw/pairs.txt", "");
     // No list at all.
     let msg = input_err(read(&s, &yes_no(), dir.path()));
-    assert!(msg.contains("pairs.txt") && msg.contains("not found"), "{msg}");
+    assert!(
+        msg.contains("pairs.txt") && msg.contains("not found"),
+        "{msg}"
+    );
     // A header that is not "<folds> <pairs per class>".
     lfw_tree(dir.path(), "ten 300", &["A 1 2", "A 1 B 1"], &[]);
     let msg = input_err(read(&s, &yes_no(), dir.path()));
-    assert!(msg.contains("pairs.txt:1") && msg.contains("\"ten 300\""), "{msg}");
+    assert!(
+        msg.contains("pairs.txt:1") && msg.contains("\"ten 300\""),
+        "{msg}"
+    );
     // A header promising more lines than follow.
     lfw_tree(dir.path(), "10\t300", &["A 1 2", "A 1 B 1"], &[]);
     let msg = input_err(read(&s, &yes_no(), dir.path()));
     assert!(msg.contains("6000 lines, but 2 pair lines follow"), "{msg}");
     // pairsDevTest.txt has only the count: one fold.
-    lfw_tree(dir.path(), "1", &["A 1 2", "A 1 B 1"], &[("A", 1), ("A", 2), ("B", 1)]);
+    lfw_tree(
+        dir.path(),
+        "1",
+        &["A 1 2", "A 1 B 1"],
+        &[("A", 1), ("A", 2), ("B", 1)],
+    );
     assert_eq!(read(&s, &yes_no(), dir.path()).unwrap().items.len(), 2);
     // Three labels: which one is "same"?
     let three = labels(&["yes", "no", "maybe"], &[]);
@@ -1109,7 +1123,10 @@ fn lfw_pairs_input_errors_name_the_file_and_line() {
     let mut elsewhere = s.clone();
     elsewhere.images = Some(PathBuf::from("lfw-deepfunneled"));
     let msg = input_err(read(&elsewhere, &yes_no(), dir.path()));
-    assert!(msg.contains("lfw-deepfunneled") && msg.contains("folder not found"), "{msg}");
+    assert!(
+        msg.contains("lfw-deepfunneled") && msg.contains("folder not found"),
+        "{msg}"
+    );
 }
 
 #[test]

@@ -338,9 +338,10 @@ fn verification_markdown(s: &mut String, task: &str, v: &Verification) {
     );
     crate::markdown::table(s, &crate::format::verification_table(&set));
     if !v.groups.is_empty() {
-        let threshold = v
-            .group_threshold
-            .map_or_else(|| "+inf (every pair rejected)".to_string(), |t| format!("{t:.4}"));
+        let threshold = v.group_threshold.map_or_else(
+            || "+inf (every pair rejected)".to_string(),
+            |t| format!("{t:.4}"),
+        );
         let _ = writeln!(
             s,
             "Per group, at the one threshold {threshold} that gives FMR {} over all pairs:\n",

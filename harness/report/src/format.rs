@@ -333,12 +333,16 @@ pub fn verification_groups_table(set: &VerificationSet) -> TextTable {
                     format!("{}/{}", g.n_genuine, g.n_impostor),
                     optional(&g.fmr, pct_interval),
                     optional(&g.fnmr, pct_interval),
-                    g.auc.map_or_else(|| ABSENT.to_string(), |a| format!("{a:.3}")),
+                    g.auc
+                        .map_or_else(|| ABSENT.to_string(), |a| format!("{a:.3}")),
                 ]);
             }
             rows.push(vec![
                 p.label.clone(),
-                format!("{field}: max/min ratio (threshold {threshold} at FMR {})", v.group_fmr),
+                format!(
+                    "{field}: max/min ratio (threshold {threshold} at FMR {})",
+                    v.group_fmr
+                ),
                 String::new(),
                 ratio_text(&b.fmr),
                 ratio_text(&b.fnmr),

@@ -17,8 +17,8 @@ use faceval_eval::fairness::{self, FairnessOptions, GroupAccuracy, Measure};
 use faceval_eval::metrics::{Confusion, TaskMetrics};
 use faceval_eval::run_folder::{Resources, Telemetry};
 use faceval_eval::sensitivity::PromptSensitivity;
-use faceval_eval::verification::Verification;
 use faceval_eval::stats::{self, Interval};
+use faceval_eval::verification::Verification;
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -177,7 +177,8 @@ pub struct Cell {
     pub calibration: Option<Calibration>,
     /// Accuracy per prompt variant, where the task lists variants.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub prompt_sensitivity: Option<PromptSensitivity>,    /// AUC, EER, TMR@FMR and per-group FMR/FNMR, for verification tasks.
+    pub prompt_sensitivity: Option<PromptSensitivity>,
+    /// AUC, EER, TMR@FMR and per-group FMR/FNMR, for verification tasks.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verification: Option<Verification>,
 }

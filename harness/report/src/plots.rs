@@ -453,10 +453,7 @@ fn draw_det<DB: DrawingBackend>(
         .margin(10)
         .x_label_area_size(40)
         .y_label_area_size(60)
-        .build_cartesian_2d(
-            (DET_FLOOR..1.0).log_scale(),
-            (DET_FLOOR..1.0).log_scale(),
-        )
+        .build_cartesian_2d((DET_FLOOR..1.0).log_scale(), (DET_FLOOR..1.0).log_scale())
         .map_err(err)?;
     chart
         .configure_mesh()

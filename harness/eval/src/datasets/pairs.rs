@@ -164,7 +164,11 @@ impl Layout<'_> {
             }
             let mut fields = BTreeMap::new();
             fields.insert("fold".to_string(), fold.to_string());
-            let kind = if pair.matched { "matched" } else { "mismatched" };
+            let kind = if pair.matched {
+                "matched"
+            } else {
+                "mismatched"
+            };
             fields.insert("pair".to_string(), kind.to_string());
             fields.insert("identity_1".to_string(), pair.first.0.to_string());
             fields.insert("identity_2".to_string(), pair.second.0.to_string());

@@ -112,7 +112,10 @@ pub fn write(out: &Path, root: &Path, rows: &[SynthRow]) -> anyhow::Result<Optio
         for (i, from) in images.iter().enumerate() {
             let file = format!("{}_{:04}.png", name(*id), i + 1);
             link_or_copy(from, &lfw.join(name(*id)).join(&file))?;
-            link_or_copy(from, &rfw.join("data").join(race).join(name(*id)).join(&file))?;
+            link_or_copy(
+                from,
+                &rfw.join("data").join(race).join(name(*id)).join(&file),
+            )?;
         }
     }
     // LFW: folds of `per_fold` matched then `per_fold` mismatched pairs, across races.
@@ -140,7 +143,10 @@ pub fn write(out: &Path, root: &Path, rows: &[SynthRow]) -> anyhow::Result<Optio
     let mut races = vec![];
     for (race, pairs) in &matched {
         let mut text = String::new();
-        for p in pairs.iter().chain(mismatched.get(race).into_iter().flatten()) {
+        for p in pairs
+            .iter()
+            .chain(mismatched.get(race).into_iter().flatten())
+        {
             let _ = writeln!(text, "{}", line(p));
         }
         let list = txts.join(format!("{race}_pairs.txt"));
@@ -171,7 +177,13 @@ mod tests {
             .expect("40 faces make pairs");
         // The header's folds × pairs per class × 2 is the number of pair lines.
         let lfw = std::fs::read_to_string(&layout.lfw_list).unwrap();
-        let counts: Vec<usize> = lfw.lines().next().unwrap().split('\t').map(|n| n.parse().unwrap()).collect();
+        let counts: Vec<usize> = lfw
+            .lines()
+            .next()
+            .unwrap()
+            .split('\t')
+            .map(|n| n.parse().unwrap())
+            .collect();
         assert_eq!(2 * counts[0] * counts[1], lfw.lines().count() - 1, "{lfw}");
         for name in ["verification-lfw", "verification-rfw"] {
             let task = crate::task::resolve(name, None).unwrap();
@@ -196,8 +208,10 @@ mod tests {
         }
         // Too few faces for a mismatched pair: no pairs, and the tasks are skipped.
         let one = synth::generate(&dir.path().join("one"), 4, 7).unwrap();
-        assert!(write(&dir.path().join("p1"), &dir.path().join("one"), &one.rows)
-            .unwrap()
-            .is_none());
+        assert!(
+            write(&dir.path().join("p1"), &dir.path().join("one"), &one.rows)
+                .unwrap()
+                .is_none()
+        );
     }
 }
