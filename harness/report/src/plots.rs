@@ -483,6 +483,40 @@ fn draw_det<DB: DrawingBackend>(
     Ok(())
 }
 
+/// A DET curve's points, with the segments that change both rates filled in. Between two ROC
+/// points (tied scores) the rates move linearly, which is a curve on log axes: drawn as one
+/// straight line it would cross the diagonal at the wrong place. Each such segment gets points
+/// spaced geometrically towards both ends. Curves of many points are left as they are.
+fn det_points(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    const MAX_POINTS: usize = 2000;
+    if points.len() > MAX_POINTS {
+        return points.to_vec();
+    }
+    // 0, then 1e-4 .. 1/2 geometrically, mirrored towards 1.
+    let near: Vec<f64> = (0..=16)
+        .map(|k| 0.5 * 10f64.powf(-4.0 + 4.0 * k as f64 / 16.0))
+        .collect();
+    let steps: Vec<f64> = std::iter::once(0.0)
+        .chain(near.iter().copied())
+        .chain(near.iter().rev().skip(1).map(|t| 1.0 - t))
+        .chain(std::iter::once(1.0))
+        .collect();
+    let mut out = Vec::new();
+    for (i, &(x, y)) in points.iter().enumerate() {
+        match points.get(i + 1) {
+            Some(&(nx, ny)) if nx != x && ny != y => {
+                out.extend(
+                    steps[..steps.len() - 1]
+                        .iter()
+                        .map(|t| (x + t * (nx - x), y + t * (ny - y))),
+                );
+            }
+            _ => out.push((x, y)),
+        }
+    }
+    out
+}
+
 fn draw_bars<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     rows: &[String],
@@ -955,7 +989,7 @@ pub fn figures(report: &Report) -> Result<(Vec<Figure>, Vec<String>)> {
         let mut series = Vec::new();
         let mut points = Vec::new();
         let det = |roc: &[faceval_eval::verification::RocPoint]| -> Vec<(f64, f64)> {
-            roc.iter().map(|p| (p.fpr, 1.0 - p.tpr)).collect()
+            det_points(&roc.iter().map(|p| (p.fpr, 1.0 - p.tpr)).collect::<Vec<_>>())
         };
         for p in &set.panels {
             series.push(p.label.clone());
@@ -990,4 +1024,26 @@ pub fn figures(report: &Report) -> Result<(Vec<Figure>, Vec<String>)> {
         .map(|(name, title, caption, chart)| render(name, title, caption, chart))
         .collect::<Result<Vec<_>>>()?;
     Ok((figs, notes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn det_points_fill_in_diagonal_segments_only() {
+        // Chance level, (FMR, FNMR) from (0, 1) to (1, 0): straight on linear axes only.
+        let pts = det_points(&[(0.0, 1.0), (1.0, 0.0)]);
+        assert_eq!(pts.first(), Some(&(0.0, 1.0)));
+        assert_eq!(pts.last(), Some(&(1.0, 0.0)));
+        assert!(pts.len() > 30, "{}", pts.len());
+        assert!(pts.iter().all(|(x, y)| (x + y - 1.0).abs() < 1e-12));
+        assert!(pts.windows(2).all(|w| w[0].0 < w[1].0));
+        // Points near both ends, where log axes stretch the segment.
+        assert!(pts.iter().any(|&(x, _)| x > 0.0 && x < 1e-3));
+        assert!(pts.iter().any(|&(_, y)| y > 0.0 && y < 1e-3));
+        // Horizontal and vertical steps are straight on log axes too: left as they are.
+        let steps = [(0.0, 1.0), (0.0, 0.5), (0.25, 0.5), (1.0, 0.5)];
+        assert_eq!(det_points(&steps), steps);
+    }
 }
