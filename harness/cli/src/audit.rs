@@ -51,6 +51,10 @@ pub struct AuditArgs {
     /// Positive class of two-label tasks for the binary measures (default: the second label).
     #[arg(long)]
     pub positive: Option<String>,
+    /// Verification tasks: the global false match rate that sets the one threshold at which
+    /// per-group FMR and FNMR are compared.
+    #[arg(long, default_value_t = faceval_eval::verification::DEFAULT_GROUP_FMR)]
+    pub group_fmr: f64,
     #[arg(long, value_enum, default_value = "md")]
     pub format: AuditFormat,
     /// Also write a self-contained HTML page of the audit.
@@ -69,6 +73,12 @@ pub fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
                 "--by: empty field name; give fields as race,gender,age",
             ));
         }
+    }
+    if !(args.group_fmr > 0.0 && args.group_fmr < 1.0) {
+        return Err(input_error(format!(
+            "--group-fmr {}: give a false match rate strictly between 0 and 1, such as 0.01",
+            args.group_fmr
+        )));
     }
     let options = AuditOptions {
         by: args
@@ -89,6 +99,7 @@ pub fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
             .as_deref()
             .map(faceval_eval::overlap::read)
             .transpose()?,
+        group_fmr: args.group_fmr,
     };
     let report = audit::audit_dirs(&args.runs, &options)?;
     if let Some(path) = &args.html {

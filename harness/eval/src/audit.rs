@@ -79,6 +79,9 @@ pub struct AuditOptions {
     /// Images found in a training set (`faceval overlap`): each checked task also gets its
     /// accuracy on the clean slice (`TaskAudit::contamination`).
     pub overlap: Option<crate::overlap::OverlapReport>,
+    /// Verification tasks: the global FMR that sets the one threshold per-group FMR and FNMR
+    /// are taken at (`docs/verification.md`).
+    pub group_fmr: f64,
 }
 
 impl Default for AuditOptions {
@@ -93,6 +96,7 @@ impl Default for AuditOptions {
             tasks: vec![],
             positive: None,
             overlap: None,
+            group_fmr: crate::verification::DEFAULT_GROUP_FMR,
         }
     }
 }
@@ -154,6 +158,10 @@ pub struct TaskAudit {
     /// Positive class used for binary measures (two-label tasks).
     pub positive_label: Option<String>,
     pub groupings: Vec<GroupingReport>,
+    /// Verification tasks: AUC, EER, TMR@FMR and, per audited field, FMR and FNMR at one
+    /// global threshold with their max/min ratios and differences (`docs/verification.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<crate::verification::Verification>,
     /// Things the reader should know (measures left out and why).
     pub notes: Vec<String>,
     /// Accuracy on the clean slice beside the full one, when the audit was given an overlap
@@ -523,6 +531,15 @@ fn audit_task(
         min_group_size: min_group,
         bootstrap,
     };
+    // Verification tasks: the pairs' scores, per audited field (intersections are not
+    // verification groups: the per-group threshold rates are per field).
+    let verification = crate::verification::verification_by(
+        record,
+        preds,
+        &fields,
+        options.group_fmr,
+        &bootstrap.salted(5),
+    );
     let reports: Vec<GroupingReport> = groupings
         .par_iter()
         .enumerate()
@@ -548,6 +565,7 @@ fn audit_task(
         groupings: reports,
         notes: columns.notes,
         contamination: None,
+        verification,
     }))
 }
 
@@ -970,6 +988,7 @@ mod tests {
             output_tokens: 0,
             error: None,
             option_logprobs: None,
+            score: None,
         }
     }
 

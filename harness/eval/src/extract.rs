@@ -69,7 +69,7 @@ pub fn extract_answer(
         },
         // FaceXBench only defines extraction for lettered options; other styles always use
         // the strict rules.
-        QuestionStyle::Open => {
+        QuestionStyle::Open | QuestionStyle::Verification => {
             let (i, rule) = label_explained(output, labels);
             Extraction {
                 answer: i.map_or(Extracted::Unparseable, Extracted::Label),

@@ -113,6 +113,7 @@ pub fn import_facexbench(
                 output_tokens: 0,
                 error: None,
                 option_logprobs: None,
+                score: None,
             };
             let Some(raw) = q.get("prediction") else {
                 p.error = Some(format!("{location}: no \"prediction\" field"));

@@ -70,6 +70,7 @@ pub mod sensitivity;
 pub mod stats;
 pub mod task;
 pub mod telemetry;
+pub mod verification;
 
 pub use error::{input_error, is_input_error, InputError};
 pub use item::{Item, ItemError, ReadOutcome, Target};

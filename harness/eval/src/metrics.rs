@@ -59,6 +59,10 @@ pub struct TaskMetrics {
     /// when the run was scored with `--overlap overlap.json` and that file checked this task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub contamination: Option<crate::contamination::Contamination>,
+    /// Verification tasks: ROC AUC, EER, TMR@FMR and per-group FMR/FNMR of the pairs'
+    /// `score`s (`docs/verification.md`); left out for other tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<crate::verification::Verification>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -236,6 +240,7 @@ pub fn task_metrics(
         }
     }
     m.calibration = crate::calibration::calibration(preds, &record.groups, &bootstrap.salted(4));
+    m.verification = crate::verification::verification(record, preds, &bootstrap.salted(5));
     m
 }
 

@@ -161,7 +161,9 @@ pub fn questions_for(task: &Task, item: &Item) -> anyhow::Result<Vec<Question>> 
                         rotated.clone(),
                     )
                 }
-                QuestionStyle::Open => (rotated.clone(), rotated.clone()),
+                QuestionStyle::Open | QuestionStyle::Verification => {
+                    (rotated.clone(), rotated.clone())
+                }
                 QuestionStyle::Numeric => (vec![], vec![]),
             };
             let options: Vec<OptionView> = if q.style == QuestionStyle::MultipleChoice {

@@ -78,7 +78,7 @@ pub fn score_text(task: &Task, question: &Question, target: &Target, output: &st
                 }),
             }
         }
-        QuestionStyle::Open => {
+        QuestionStyle::Open | QuestionStyle::Verification => {
             let chosen = extract::extract_label(output, &task.labels).and_then(|l| {
                 question
                     .choice_texts

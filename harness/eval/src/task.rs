@@ -67,6 +67,10 @@ pub enum ReaderKind {
     Manifest,
     /// One folder per class.
     Folders,
+    /// LFW-style verification `pairs.txt` (also CALFW, CPLFW, CFP and AgeDB exports).
+    LfwPairs,
+    /// RFW's `<race>_pairs.txt` verification lists.
+    RfwPairs,
 }
 
 impl ReaderKind {
@@ -78,6 +82,8 @@ impl ReaderKind {
             ReaderKind::Rafdb => "rafdb",
             ReaderKind::Manifest => "manifest",
             ReaderKind::Folders => "folders",
+            ReaderKind::LfwPairs => "lfw_pairs",
+            ReaderKind::RfwPairs => "rfw_pairs",
         }
     }
 }
@@ -107,6 +113,10 @@ pub enum QuestionStyle {
     Open,
     /// A number (age in years, yaw in degrees).
     Numeric,
+    /// Two faces and a same/different answer (`docs/verification.md`): answered like an open
+    /// question over the two labels (the "same" answer first), and scored by the model's
+    /// probability of "same".
+    Verification,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
@@ -315,6 +325,21 @@ impl Task {
                     return Err(input_error(format!(
                         "{}: question.scoring = \"likelihood\" needs options; numeric questions are generated",
                         at("question", "scoring")
+                    )));
+                }
+            }
+            QuestionStyle::Verification => {
+                if labels.len() != 2 {
+                    return Err(input_error(format!(
+                        "{}: a verification question needs exactly two labels.values, the answer for the same person first (e.g. [\"same\", \"different\"] or [\"yes\", \"no\"]); found {}",
+                        at("labels", "values"),
+                        labels.len()
+                    )));
+                }
+                if q.circular || !q.bins.is_empty() {
+                    return Err(input_error(format!(
+                        "{}: question.circular and question.bins do not apply to verification questions",
+                        at("question", "style")
                     )));
                 }
             }

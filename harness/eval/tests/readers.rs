@@ -991,3 +991,226 @@ fn shipped_tasks_fail_cleanly_without_data() {
         assert!(msg.contains("expected"), "{}: {msg}", file.display());
     }
 }
+
+// ---------------------------------------------------------------- verification pairs
+
+fn yes_no() -> LabelSet {
+    labels(
+        &["yes", "no"],
+        &[("yes", &["same"]), ("no", &["different"])],
+    )
+}
+
+/// An LFW-shaped folder: `pairs.txt` with `header` and `lines`, and a JPEG-named image for
+/// every `(name, n)` in `images`.
+fn lfw_tree(dir: &Path, header: &str, lines: &[&str], images: &[(&str, u32)]) {
+    let mut text = format!("{header}\n");
+    for l in lines {
+        text.push_str(l);
+        text.push('\n');
+    }
+    write(&dir.join("lfw/pairs.txt"), &text);
+    for (name, n) in images {
+        png(&dir.join(format!("lfw/{name}/{name}_{n:04}.jpg")));
+    }
+}
+
+#[test]
+fn lfw_pairs_reads_folds_targets_clusters_and_bad_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let imgs = [
+        ("Abel_Pacheco", 1),
+        ("Abel_Pacheco", 4),
+        ("Akhmed_Zakayev", 1),
+        ("Akhmed_Zakayev", 3),
+        ("Abdel_Madi_Shabneh", 1),
+        ("Dean_Barker", 1),
+    ];
+    // Two folds of two matched and two mismatched pairs, tab-separated as LFW ships them.
+    lfw_tree(
+        dir.path(),
+        "2\t2",
+        &[
+            "Abel_Pacheco\t1\t4",
+            "Akhmed_Zakayev\t1\t3",
+            "Abdel_Madi_Shabneh\t1\tDean_Barker\t1",
+            "Abel_Pacheco\t1\tAkhmed_Zakayev\t3",
+            // Fold 2: a missing image, a mismatched line where a matched one belongs, then a
+            // line of three fields with a bad number and a good mismatched pair.
+            "Abel_Pacheco\t1\t2",
+            "Dean_Barker\t1\tAbel_Pacheco\t4",
+            "Akhmed_Zakayev\tone\tDean_Barker\t1",
+            "Akhmed_Zakayev 3 Abdel_Madi_Shabneh 1",
+        ],
+        &imgs,
+    );
+    let s = spec(ReaderKind::LfwPairs, "lfw/pairs.txt", "");
+    let o = read(&s, &yes_no(), dir.path()).unwrap();
+    assert_eq!(
+        ids(&o),
+        [
+            "lfw:Abel_Pacheco_0001:Abel_Pacheco_0004",
+            "lfw:Akhmed_Zakayev_0001:Akhmed_Zakayev_0003",
+            "lfw:Abdel_Madi_Shabneh_0001:Dean_Barker_0001",
+            "lfw:Abel_Pacheco_0001:Akhmed_Zakayev_0003",
+            "lfw:Akhmed_Zakayev_0003:Abdel_Madi_Shabneh_0001",
+        ]
+    );
+    let first = &o.items[0];
+    assert_eq!(first.target, Target::Label("yes".into()));
+    assert_eq!(
+        first.images,
+        [
+            dir.path().join("lfw/Abel_Pacheco/Abel_Pacheco_0001.jpg"),
+            dir.path().join("lfw/Abel_Pacheco/Abel_Pacheco_0004.jpg"),
+        ]
+    );
+    assert_eq!(first.cluster.as_deref(), Some("Abel_Pacheco"));
+    assert_eq!(first.fields["fold"], "1");
+    assert_eq!(first.fields["pair"], "matched");
+    let last = &o.items[4];
+    assert_eq!(last.target, Target::Label("no".into()));
+    assert_eq!(last.fields["fold"], "2");
+    assert_eq!(last.fields["identity_2"], "Abdel_Madi_Shabneh");
+    assert_eq!(o.errors.len(), 3, "{:#?}", o.errors);
+    let list = dir.path().join("lfw/pairs.txt").display().to_string();
+    let missing = error_with(&o, "image file not found");
+    assert_eq!(missing.location, format!("{list}:6"));
+    assert!(missing.message.contains("Abel_Pacheco_0002.jpg"));
+    let order = error_with(&o, "fold 2 should have a matched pair");
+    assert_eq!(order.location, format!("{list}:7"));
+    let number = error_with(&o, "\"one\" is not an image number");
+    assert_eq!(number.location, format!("{list}:8"));
+}
+
+#[test]
+fn lfw_pairs_input_errors_name_the_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = spec(ReaderKind::LfwPairs, "lfw/pairs.txt", "");
+    // No list at all.
+    let msg = input_err(read(&s, &yes_no(), dir.path()));
+    assert!(
+        msg.contains("pairs.txt") && msg.contains("not found"),
+        "{msg}"
+    );
+    // A header that is not "<folds> <pairs per class>".
+    lfw_tree(dir.path(), "ten 300", &["A 1 2", "A 1 B 1"], &[]);
+    let msg = input_err(read(&s, &yes_no(), dir.path()));
+    assert!(
+        msg.contains("pairs.txt:1") && msg.contains("\"ten 300\""),
+        "{msg}"
+    );
+    // A header promising more lines than follow.
+    lfw_tree(dir.path(), "10\t300", &["A 1 2", "A 1 B 1"], &[]);
+    let msg = input_err(read(&s, &yes_no(), dir.path()));
+    assert!(msg.contains("6000 lines, but 2 pair lines follow"), "{msg}");
+    // pairsDevTest.txt has only the count: one fold.
+    lfw_tree(
+        dir.path(),
+        "1",
+        &["A 1 2", "A 1 B 1"],
+        &[("A", 1), ("A", 2), ("B", 1)],
+    );
+    assert_eq!(read(&s, &yes_no(), dir.path()).unwrap().items.len(), 2);
+    // Three labels: which one is "same"?
+    let three = labels(&["yes", "no", "maybe"], &[]);
+    let msg = input_err(read(&s, &three, dir.path()));
+    assert!(msg.contains("exactly two labels.values"), "{msg}");
+    // Unknown option, and an images folder that is not there.
+    let bad = spec(ReaderKind::LfwPairs, "lfw/pairs.txt", "suffix = \"jpg\"");
+    let msg = input_err(read(&bad, &yes_no(), dir.path()));
+    assert!(msg.contains("unknown key \"suffix\""), "{msg}");
+    let mut elsewhere = s.clone();
+    elsewhere.images = Some(PathBuf::from("lfw-deepfunneled"));
+    let msg = input_err(read(&elsewhere, &yes_no(), dir.path()));
+    assert!(
+        msg.contains("lfw-deepfunneled") && msg.contains("folder not found"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn rfw_pairs_reads_races_as_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    // RFW's layout: txts/<race>/<race>_pairs.txt and data/<race>/<id>/<id>_<nnnn>.jpg.
+    write(
+        &dir.path().join("test/txts/African/African_pairs.txt"),
+        "m.0c7mh2\t1\t3\nm.0c7mh2\t1\tm.0d1fvp\t2\n",
+    );
+    write(
+        &dir.path().join("test/txts/Indian/Indian_pairs.txt"),
+        "m.01z4dz\t2\t4\nm.01z4dz 2 m.0j7wd 1\nm.01z4dz\t2\n",
+    );
+    for p in [
+        "African/m.0c7mh2/m.0c7mh2_0001.jpg",
+        "African/m.0c7mh2/m.0c7mh2_0003.jpg",
+        "African/m.0d1fvp/m.0d1fvp_0002.jpg",
+        "Indian/m.01z4dz/m.01z4dz_0002.jpg",
+        "Indian/m.01z4dz/m.01z4dz_0004.jpg",
+        "Indian/m.0j7wd/m.0j7wd_0001.jpg",
+    ] {
+        png(&dir.path().join("test/data").join(p));
+    }
+    let s = spec(
+        ReaderKind::RfwPairs,
+        "test/txts",
+        "races = [\"African\", \"Indian\"]",
+    );
+    let o = read(&s, &yes_no(), dir.path()).unwrap();
+    assert_eq!(
+        ids(&o),
+        [
+            "rfw:African:m.0c7mh2_0001:m.0c7mh2_0003",
+            "rfw:African:m.0c7mh2_0001:m.0d1fvp_0002",
+            "rfw:Indian:m.01z4dz_0002:m.01z4dz_0004",
+            "rfw:Indian:m.01z4dz_0002:m.0j7wd_0001",
+        ]
+    );
+    assert_eq!(o.items[1].groups["race"], "African");
+    assert_eq!(o.items[1].target, Target::Label("no".into()));
+    assert_eq!(o.items[2].cluster.as_deref(), Some("Indian/m.01z4dz"));
+    assert_eq!(
+        o.items[3].images[1],
+        dir.path().join("test/data/Indian/m.0j7wd/m.0j7wd_0001.jpg")
+    );
+    let short = error_with(&o, "found 2 fields");
+    assert_eq!(
+        short.location,
+        format!(
+            "{}:3",
+            dir.path()
+                .join("test/txts/Indian/Indian_pairs.txt")
+                .display()
+        )
+    );
+    // All four races by default: the missing lists are named.
+    let all = spec(ReaderKind::RfwPairs, "test/txts", "");
+    let msg = input_err(read(&all, &yes_no(), dir.path()));
+    assert!(msg.contains("Asian_pairs.txt not found"), "{msg}");
+    // One list named directly.
+    let one = spec(
+        ReaderKind::RfwPairs,
+        "test/txts/African/African_pairs.txt",
+        "",
+    );
+    let mut one = one;
+    one.images = Some(PathBuf::from("test/data"));
+    assert_eq!(read(&one, &yes_no(), dir.path()).unwrap().items.len(), 2);
+}
+
+#[test]
+fn shipped_verification_tasks_parse() {
+    for name in ["verification-lfw", "verification-rfw"] {
+        let t = faceval_eval::task::resolve(name, None).unwrap();
+        assert_eq!(
+            t.spec.question.style,
+            faceval_eval::task::QuestionStyle::Verification
+        );
+        assert_eq!(t.labels.values(), ["yes", "no"]);
+    }
+    // A verification task needs exactly two answers.
+    let bad = "name = \"v\"\n[dataset]\nreader = \"lfw_pairs\"\npath = \"p.txt\"\n[labels]\nvalues = [\"same\"]\n[question]\nstyle = \"verification\"\ntemplate = \"{{ question }}\"\n";
+    let err = Task::parse(bad, Path::new("v.toml")).unwrap_err();
+    assert!(is_input_error(&err));
+    assert!(err.to_string().starts_with("v.toml:6"), "{err}");
+}

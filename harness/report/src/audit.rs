@@ -10,6 +10,9 @@ use faceval_eval::audit::{
 };
 use faceval_eval::fairness::{GroupMae, Measure};
 use faceval_eval::stats::{format_p, Interval};
+use faceval_eval::verification::Verification;
+
+use crate::leaderboard::{Panel, VerificationSet};
 
 fn pct(x: f64) -> String {
     format!("{:.1}", 100.0 * x)
@@ -173,6 +176,9 @@ fn task_markdown(s: &mut String, t: &TaskAudit) {
         let table = crate::format::contamination_rows("task", [(t.task.clone(), c)]);
         crate::markdown::table(s, &table);
     }
+    if let Some(v) = &t.verification {
+        verification_markdown(s, &t.task, v);
+    }
     for g in &t.groupings {
         let _ = writeln!(s, "#### By {}\n", g.name);
         let clustered = g.groups.iter().any(|x| x.clustered.is_some());
@@ -322,5 +328,35 @@ fn per_class_markdown(s: &mut String, g: &GroupingReport) {
             if gc.small { " ⚠" } else { "" },
             cells.join(" | ")
         );
+    }
+}
+
+/// A verification task's pair scores: AUC, EER, TMR@FMR, then per group FMR and FNMR at the
+/// one global threshold, laid out by the report's own tables.
+fn verification_markdown(s: &mut String, task: &str, v: &Verification) {
+    let set = VerificationSet {
+        task: task.to_string(),
+        panels: vec![Panel {
+            label: "this run".into(),
+            value: v.clone(),
+        }],
+    };
+    let _ = writeln!(
+        s,
+        "#### Verification\n\n{} pairs with a score ({} genuine, {} impostor; {} without a score), {} identity clusters; intervals resample identities.\n",
+        v.n, v.n_genuine, v.n_impostor, v.n_without_score, v.n_clusters
+    );
+    crate::markdown::table(s, &crate::format::verification_table(&set));
+    if !v.groups.is_empty() {
+        let threshold = v.group_threshold.map_or_else(
+            || "+inf (every pair rejected)".to_string(),
+            |t| format!("{t:.4}"),
+        );
+        let _ = writeln!(
+            s,
+            "Per group, at the one threshold {threshold} that gives FMR {} over all pairs:\n",
+            v.group_fmr
+        );
+        crate::markdown::table(s, &crate::format::verification_groups_table(&set));
     }
 }

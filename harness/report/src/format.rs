@@ -4,7 +4,9 @@ use faceval_eval::calibration::CalibrationScores;
 use faceval_eval::contamination::Contamination;
 use faceval_eval::stats::Interval;
 
-use crate::leaderboard::{CalibrationSet, Cell, ContaminationSet, Perf, SensitivitySet};
+use crate::leaderboard::{
+    CalibrationSet, Cell, ContaminationSet, Perf, SensitivitySet, VerificationSet,
+};
 
 /// Placeholder for a value that was not measured.
 pub const ABSENT: &str = "—";
@@ -338,4 +340,119 @@ pub fn plain_table((header, rows): &TextTable) -> String {
         out.push('\n');
     }
     out
+}
+
+fn optional(i: &Option<Interval>, show: fn(&Interval) -> String) -> String {
+    i.as_ref().map_or_else(|| ABSENT.to_string(), show)
+}
+
+/// A max/min ratio with its interval, "∞" when the smallest rate is 0, and the estimate
+/// alone when the interval is unbounded.
+fn ratio_text(spread: &faceval_eval::verification::Spread) -> String {
+    match (&spread.max_min_ratio_interval, spread.max_min_ratio) {
+        (Some(i), _) => num_interval(i),
+        (None, Some(r)) => format!("{r:.2} [unbounded above]"),
+        // Two groups or more but a smallest rate of 0; fewer groups have no spread at all.
+        (None, None) if spread.max_min_difference.is_some() => "∞ (a group's rate is 0)".into(),
+        (None, None) => ABSENT.into(),
+    }
+}
+
+/// One verification task, per model: pairs, AUC and EER with their identity-cluster
+/// bootstrap intervals, the EER threshold and the accuracy there, and TMR at each FMR.
+pub fn verification_table(set: &VerificationSet) -> TextTable {
+    let mut header = [
+        "Model",
+        "Pairs (genuine/impostor)",
+        "AUC [95% CI]",
+        "EER % [95% CI]",
+        "Threshold at EER",
+        "Accuracy there %",
+    ]
+    .map(String::from)
+    .to_vec();
+    let fmrs: Vec<f64> = set
+        .panels
+        .first()
+        .map(|p| p.value.tmr_at_fmr.iter().map(|t| t.fmr).collect())
+        .unwrap_or_default();
+    header.extend(fmrs.iter().map(|f| format!("TMR % @ FMR {f}")));
+    let rows = set
+        .panels
+        .iter()
+        .map(|p| {
+            let v = &p.value;
+            let mut row = vec![
+                p.label.clone(),
+                format!("{} ({}/{})", v.n, v.n_genuine, v.n_impostor),
+                three_decimals(&v.auc),
+                pct_interval(&v.eer),
+                format!("{:.4}", v.threshold_eer),
+                pct(v.accuracy_at_threshold_eer),
+            ];
+            row.extend(fmrs.iter().map(|f| {
+                v.tmr_at_fmr
+                    .iter()
+                    .find(|t| t.fmr == *f)
+                    .map_or_else(|| ABSENT.to_string(), |t| pct(t.tmr))
+            }));
+            row
+        })
+        .collect();
+    (header, rows)
+}
+
+/// One verification task's per-group error rates at the global threshold, per model and
+/// group field: a row per group, then the max/min ratio and max − min difference rows.
+pub fn verification_groups_table(set: &VerificationSet) -> TextTable {
+    let header = [
+        "Model",
+        "Group",
+        "Genuine/impostor",
+        "FMR % [95% CI]",
+        "FNMR % [95% CI]",
+        "AUC",
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut rows = Vec::new();
+    for p in &set.panels {
+        let v = &p.value;
+        let threshold = v
+            .group_threshold
+            .map_or_else(|| "+inf".to_string(), |t| format!("{t:.4}"));
+        for (field, b) in &v.groups {
+            for (value, g) in &b.groups {
+                rows.push(vec![
+                    p.label.clone(),
+                    format!("{field} = {value}"),
+                    format!("{}/{}", g.n_genuine, g.n_impostor),
+                    optional(&g.fmr, pct_interval),
+                    optional(&g.fnmr, pct_interval),
+                    g.auc
+                        .map_or_else(|| ABSENT.to_string(), |a| format!("{a:.3}")),
+                ]);
+            }
+            rows.push(vec![
+                p.label.clone(),
+                format!(
+                    "{field}: max/min ratio (threshold {threshold} at FMR {})",
+                    v.group_fmr
+                ),
+                String::new(),
+                ratio_text(&b.fmr),
+                ratio_text(&b.fnmr),
+                String::new(),
+            ]);
+            rows.push(vec![
+                p.label.clone(),
+                format!("{field}: max − min (points)"),
+                String::new(),
+                optional(&b.fmr.max_min_difference, pct_interval),
+                optional(&b.fnmr.max_min_difference, pct_interval),
+                String::new(),
+            ]);
+        }
+    }
+    (header, rows)
 }

@@ -342,6 +342,9 @@ pub fn render(report: &Report, figures: &[Figure], figure_notes: &[String]) -> S
     if !report.prompt_sensitivity.is_empty() {
         p.push("<a href=\"#prompt-sensitivity\">Prompt sensitivity</a>");
     }
+    if !report.verification.is_empty() {
+        p.push("<a href=\"#verification\">Face verification</a>");
+    }
     p.push("<a href=\"#published\">Published reference</a><a href=\"#runs\">Runs</a></nav>\n");
 
     // Leaderboard.
@@ -635,6 +638,26 @@ pub fn render(report: &Report, figures: &[Figure], figure_notes: &[String]) -> S
         for set in &report.prompt_sensitivity {
             let _ = write!(p.s, "<h3>{}</h3>", esc(&set.task));
             text_table(&mut p, &format::sensitivity_table(set));
+        }
+        p.push("</section>\n");
+    }
+
+    if !report.verification.is_empty() {
+        p.push("<section id=\"verification\"><h2>Face verification</h2><p class=\"note\">Each item is two faces; the \
+                score is the model's probability of \"same\" (answer likelihoods, first-token log-probabilities, or 1/0 from \
+                the answer). AUC and EER from scikit-learn's ROC points, TMR at fixed FMRs; 95% bootstrap intervals resample \
+                identities. Per group: FMR and FNMR at one global threshold set at a global FMR, with their max/min ratio and \
+                difference across groups.</p>\n");
+        for set in &report.verification {
+            let _ = write!(p.s, "<h3>{}</h3>", esc(&set.task));
+            text_table(&mut p, &format::verification_table(set));
+            let groups = format::verification_groups_table(set);
+            if !groups.1.is_empty() {
+                text_table(&mut p, &groups);
+            }
+            if let Some(f) = fig(&format!("det-{}", crate::plots::slug(&set.task))) {
+                figure(&mut p, f);
+            }
         }
         p.push("</section>\n");
     }

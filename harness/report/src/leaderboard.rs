@@ -19,6 +19,7 @@ use faceval_eval::metrics::{Confusion, TaskMetrics};
 use faceval_eval::run_folder::{Resources, Telemetry};
 use faceval_eval::sensitivity::PromptSensitivity;
 use faceval_eval::stats::{self, Interval};
+use faceval_eval::verification::Verification;
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -186,6 +187,9 @@ pub struct Cell {
     /// task.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub contamination: Option<Contamination>,
+    /// AUC, EER, TMR@FMR and per-group FMR/FNMR, for verification tasks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verification: Option<Verification>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -294,6 +298,7 @@ pub type ConfusionSet = PanelSet<Confusion>;
 pub type CalibrationSet = PanelSet<Calibration>;
 pub type SensitivitySet = PanelSet<PromptSensitivity>;
 pub type ContaminationSet = PanelSet<Contamination>;
+pub type VerificationSet = PanelSet<Verification>;
 
 /// Everything a report shows.
 #[derive(Debug, Clone, Serialize)]
@@ -325,6 +330,9 @@ pub struct Report {
     /// The overlap's reference folder and threshold, when one was given.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub overlap_reference: Option<String>,
+    /// Verification tasks: AUC, EER, TMR@FMR, per-group FMR/FNMR and DET curves
+    /// (`docs/verification.md`).
+    pub verification: Vec<VerificationSet>,
     pub published: Vec<PublishedTable>,
 }
 
@@ -450,6 +458,7 @@ fn cell_from(m: Option<&TaskMetrics>, run: usize) -> Cell {
         calibration: m.calibration,
         prompt_sensitivity: m.prompt_sensitivity,
         contamination: m.contamination,
+        verification: m.verification,
     }
 }
 
@@ -565,6 +574,7 @@ pub fn build_from(mut runs: Vec<RunData>, options: &ReportOptions) -> Result<Rep
     let calibration = panel_sets(&sections, |c| c.calibration.clone());
     let prompt_sensitivity = panel_sets(&sections, |c| c.prompt_sensitivity.clone());
     let contamination = panel_sets(&sections, |c| c.contamination.clone());
+    let verification = panel_sets(&sections, |c| c.verification.clone());
     let published =
         published::read_all(options.published_builtin, options.published_dir.as_deref())?;
     let notes = run_notes(&runs);
@@ -613,6 +623,7 @@ pub fn build_from(mut runs: Vec<RunData>, options: &ReportOptions) -> Result<Rep
                 o.reference, o.reference_images, o.max_distance
             )
         }),
+        verification,
         published,
     })
 }

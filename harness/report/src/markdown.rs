@@ -326,6 +326,23 @@ pub fn render(report: &Report, figures: &[Figure], figure_notes: &[String]) -> S
         }
     }
 
+    if !report.verification.is_empty() {
+        let _ = writeln!(o, "## Face verification\n\nThe score is the model's probability of \"same\". AUC and EER from scikit-learn's ROC points; 95% bootstrap intervals resample identities. Per group: FMR and FNMR at one global threshold set at a global FMR (`docs/verification.md`).\n");
+        for set in &report.verification {
+            let _ = writeln!(o, "### {}\n", set.task);
+            table(&mut o, &crate::format::verification_table(set));
+            let groups = crate::format::verification_groups_table(set);
+            if !groups.1.is_empty() {
+                table(&mut o, &groups);
+            }
+            image(
+                &mut o,
+                figures,
+                &format!("det-{}", crate::plots::slug(&set.task)),
+            );
+        }
+    }
+
     let _ = writeln!(o, "## Published reference results\n\nCopied from the papers (`baselines/published/`), not re-run here.\n");
     for t in &report.published {
         let _ = writeln!(o, "### {}\n\n{}\n", t.file, t.caption);

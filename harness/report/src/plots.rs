@@ -115,7 +115,16 @@ pub enum Chart {
         series: Vec<String>,
         points: Vec<Vec<(f64, f64)>>,
     },
+    /// DET curve: per series, (FMR, FNMR) of each ROC point, both axes logarithmic from
+    /// [`DET_FLOOR`] (rates below it are drawn at it) to 1.
+    Det {
+        series: Vec<String>,
+        points: Vec<Vec<(f64, f64)>>,
+    },
 }
+
+/// The smallest rate a DET curve shows; 0 has no place on a log axis.
+pub const DET_FLOOR: f64 = 1e-4;
 
 const ROW_MIN: u32 = 26;
 const LEGEND_W: u32 = 220;
@@ -140,7 +149,7 @@ impl Chart {
             }
             Chart::Cdf { series, .. } => (980, 420u32.max(60 + 18 * series.len() as u32)),
             // A square plot beside the legend.
-            Chart::Reliability { series, .. } => {
+            Chart::Reliability { series, .. } | Chart::Det { series, .. } => {
                 (LEGEND_W + 460, 440u32.max(60 + 18 * series.len() as u32))
             }
             Chart::Bars { rows, .. } => (980, 90 + 28 * rows.len() as u32),
@@ -172,6 +181,7 @@ impl Chart {
             } => draw_bars(root, rows, values, x_desc),
             Chart::Heatmaps { panels } => draw_heatmaps(root, panels),
             Chart::Reliability { series, points } => draw_reliability(root, series, points),
+            Chart::Det { series, points } => draw_det(root, series, points),
         }
     }
 }
@@ -426,6 +436,85 @@ fn draw_reliability<DB: DrawingBackend>(
             .map_err(err)?;
     }
     Ok(())
+}
+
+fn draw_det<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    series: &[String],
+    points: &[Vec<(f64, f64)>],
+) -> Result<(), String> {
+    let (w, h) = root.dim_in_pixel();
+    let side = (w - LEGEND_W).min(h);
+    let (plot, rest) = root.split_horizontally(side);
+    let (legend, _) = rest.split_horizontally(LEGEND_W.min(w - side));
+    draw_legend(&legend, series)?;
+    let mut chart = ChartBuilder::on(&plot)
+        .caption("DET curve", font(16))
+        .margin(10)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d((DET_FLOOR..1.0).log_scale(), (DET_FLOOR..1.0).log_scale())
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("false match rate (FMR)")
+        .y_desc("false non-match rate (FNMR)")
+        .x_label_formatter(&|x| format!("{x:e}"))
+        .y_label_formatter(&|y| format!("{y:e}"))
+        .label_style(font(12))
+        .axis_desc_style(font(13))
+        .light_line_style(RGBColor(240, 240, 240))
+        .draw()
+        .map_err(err)?;
+    // The EER line: where FMR = FNMR.
+    chart
+        .draw_series(LineSeries::new(
+            [(DET_FLOOR, DET_FLOOR), (1.0, 1.0)],
+            RGBColor(150, 150, 150).stroke_width(1),
+        ))
+        .map_err(err)?;
+    let floor = |(x, y): (f64, f64)| (x.clamp(DET_FLOOR, 1.0), y.clamp(DET_FLOOR, 1.0));
+    for (s, pts) in points.iter().enumerate() {
+        let pts: Vec<(f64, f64)> = pts.iter().copied().map(floor).collect();
+        chart
+            .draw_series(LineSeries::new(pts, color(s).stroke_width(2)))
+            .map_err(err)?;
+    }
+    Ok(())
+}
+
+/// A DET curve's points, with the segments that change both rates filled in. Between two ROC
+/// points (tied scores) the rates move linearly, which is a curve on log axes: drawn as one
+/// straight line it would cross the diagonal at the wrong place. Each such segment gets points
+/// spaced geometrically towards both ends. Curves of many points are left as they are.
+fn det_points(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    const MAX_POINTS: usize = 2000;
+    if points.len() > MAX_POINTS {
+        return points.to_vec();
+    }
+    // 0, then 1e-4 .. 1/2 geometrically, mirrored towards 1.
+    let near: Vec<f64> = (0..=16)
+        .map(|k| 0.5 * 10f64.powf(-4.0 + 4.0 * k as f64 / 16.0))
+        .collect();
+    let steps: Vec<f64> = std::iter::once(0.0)
+        .chain(near.iter().copied())
+        .chain(near.iter().rev().skip(1).map(|t| 1.0 - t))
+        .chain(std::iter::once(1.0))
+        .collect();
+    let mut out = Vec::new();
+    for (i, &(x, y)) in points.iter().enumerate() {
+        match points.get(i + 1) {
+            Some(&(nx, ny)) if nx != x && ny != y => {
+                out.extend(
+                    steps[..steps.len() - 1]
+                        .iter()
+                        .map(|t| (x + t * (nx - x), y + t * (ny - y))),
+                );
+            }
+            _ => out.push((x, y)),
+        }
+    }
+    out
 }
 
 fn draw_bars<DB: DrawingBackend>(
@@ -895,6 +984,32 @@ pub fn figures(report: &Report) -> Result<(Vec<Figure>, Vec<String>)> {
             },
         ));
     }
+    // DET curves, one per verification task: each model overall, then per group.
+    for set in &report.verification {
+        let mut series = Vec::new();
+        let mut points = Vec::new();
+        let det = |roc: &[faceval_eval::verification::RocPoint]| -> Vec<(f64, f64)> {
+            det_points(&roc.iter().map(|p| (p.fpr, 1.0 - p.tpr)).collect::<Vec<_>>())
+        };
+        for p in &set.panels {
+            series.push(p.label.clone());
+            points.push(det(&p.value.roc));
+            for (field, b) in &p.value.groups {
+                for (value, g) in &b.groups {
+                    if !g.roc.is_empty() {
+                        series.push(format!("{} · {field} = {value}", p.label));
+                        points.push(det(&g.roc));
+                    }
+                }
+            }
+        }
+        specs.push((
+            format!("det-{}", slug(&set.task)),
+            format!("{}: DET curve", set.task),
+            format!("False non-match rate against false match rate at every threshold, both axes logarithmic (rates under {DET_FLOOR} drawn at {DET_FLOOR}); the grey diagonal is FMR = FNMR, where the curves cross it is the EER."),
+            Chart::Det { series, points },
+        ));
+    }
     // Names must be unique files.
     let mut seen = std::collections::HashMap::new();
     for s in specs.iter_mut() {
@@ -909,4 +1024,26 @@ pub fn figures(report: &Report) -> Result<(Vec<Figure>, Vec<String>)> {
         .map(|(name, title, caption, chart)| render(name, title, caption, chart))
         .collect::<Result<Vec<_>>>()?;
     Ok((figs, notes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn det_points_fill_in_diagonal_segments_only() {
+        // Chance level, (FMR, FNMR) from (0, 1) to (1, 0): straight on linear axes only.
+        let pts = det_points(&[(0.0, 1.0), (1.0, 0.0)]);
+        assert_eq!(pts.first(), Some(&(0.0, 1.0)));
+        assert_eq!(pts.last(), Some(&(1.0, 0.0)));
+        assert!(pts.len() > 30, "{}", pts.len());
+        assert!(pts.iter().all(|(x, y)| (x + y - 1.0).abs() < 1e-12));
+        assert!(pts.windows(2).all(|w| w[0].0 < w[1].0));
+        // Points near both ends, where log axes stretch the segment.
+        assert!(pts.iter().any(|&(x, _)| x > 0.0 && x < 1e-3));
+        assert!(pts.iter().any(|&(_, y)| y > 0.0 && y < 1e-3));
+        // Horizontal and vertical steps are straight on log axes too: left as they are.
+        let steps = [(0.0, 1.0), (0.0, 0.5), (0.25, 0.5), (1.0, 0.5)];
+        assert_eq!(det_points(&steps), steps);
+    }
 }

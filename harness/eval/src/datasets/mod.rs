@@ -23,12 +23,14 @@ mod facexbench;
 mod fairface;
 mod folders;
 mod manifest;
+mod pairs;
 mod rafdb;
 mod utkface;
 
 pub use bins::{fairface_age_bin, AgeBins, FAIRFACE_AGE_BINS};
 pub use facexbench::python_str;
 pub use fairface::{FAIRFACE_GENDERS, FAIRFACE_RACES};
+pub use pairs::RFW_RACES;
 
 /// What every reader gets besides its spec: the label set and the name of the target field.
 pub(crate) struct Ctx<'a> {
@@ -92,5 +94,7 @@ pub fn read_with_field(
         ReaderKind::Rafdb => rafdb::read(spec, &ctx, data_root),
         ReaderKind::Manifest => manifest::read(spec, &ctx, data_root),
         ReaderKind::Folders => folders::read(spec, &ctx, data_root),
+        ReaderKind::LfwPairs => pairs::read_lfw(spec, &ctx, data_root),
+        ReaderKind::RfwPairs => pairs::read_rfw(spec, &ctx, data_root),
     }
 }

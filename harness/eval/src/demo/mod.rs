@@ -2,6 +2,7 @@
 //! no weights and no data. [`synth`] draws a small labelled face dataset from a seed.
 
 pub mod facexbench;
+pub mod pairs;
 pub mod runner;
 pub mod synth;
 pub mod tiny_model;

@@ -14,6 +14,7 @@ use crate::run_folder::{Manifest, ModelRecord};
 use crate::runner::{self, ModelHandle, RunOptions};
 use crate::task::{self, DatasetSpec, ReaderKind, Task};
 
+use super::pairs::PairLayout;
 use super::synth;
 
 /// The synthetic column that carries a task's target, if any.
@@ -34,12 +35,39 @@ fn synthetic_column(task: &Task) -> Option<&'static str> {
 }
 
 /// The task with its dataset replaced by the synthetic manifest (or, for FaceXBench tasks,
-/// by the synthetic benchmark folder).
-pub fn retarget(task: &Task, manifest_csv: &Path, benchmark: &Path) -> Option<Task> {
+/// by the synthetic benchmark folder; for verification tasks, by the synthetic pair lists).
+pub fn retarget(
+    task: &Task,
+    manifest_csv: &Path,
+    benchmark: &Path,
+    pairs: Option<&PairLayout>,
+) -> Option<Task> {
     let mut t = task.clone();
     if task.spec.dataset.reader == ReaderKind::Facexbench {
         t.spec.dataset.path = benchmark.to_path_buf();
         t.spec.dataset.images = None;
+        return Some(with_fingerprint(task, t));
+    }
+    if matches!(
+        task.spec.dataset.reader,
+        ReaderKind::LfwPairs | ReaderKind::RfwPairs
+    ) {
+        let pairs = pairs?;
+        let mut options = toml::Table::new();
+        options.insert("extension".into(), "png".into());
+        let (path, images) = if task.spec.dataset.reader == ReaderKind::LfwPairs {
+            (&pairs.lfw_list, &pairs.lfw_images)
+        } else {
+            let races = pairs.races.iter().map(|r| r.as_str().into()).collect();
+            options.insert("races".into(), toml::Value::Array(races));
+            (&pairs.rfw_lists, &pairs.rfw_images)
+        };
+        t.spec.dataset = DatasetSpec {
+            reader: task.spec.dataset.reader,
+            path: path.clone(),
+            images: Some(images.clone()),
+            options,
+        };
         return Some(with_fingerprint(task, t));
     }
     let column = synthetic_column(task)?;
@@ -99,11 +127,12 @@ pub fn run_demo(
         &dataset.rows,
         seed,
     )?;
+    let pairs = super::pairs::write(&data_abs.join("pairs"), &data_abs, &dataset.rows)?;
     let mut tasks = Vec::new();
     let mut skipped = Vec::new();
     for def in task::all(tasks_dir)? {
         let t = Task::from_definition(&def)?;
-        match retarget(&t, &manifest_csv, &benchmark) {
+        match retarget(&t, &manifest_csv, &benchmark, pairs.as_ref()) {
             Some(r) => tasks.push(r),
             None => skipped.push(t.name().to_string()),
         }

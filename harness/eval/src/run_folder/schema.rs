@@ -217,6 +217,12 @@ pub struct Prediction {
     /// nothing could be extracted. Required in every line (it may be `null`).
     #[serde(deserialize_with = "Option::deserialize")]
     pub parsed: Option<String>,
+    /// Verification tasks (`docs/verification.md`): the model's probability that the two
+    /// faces are one person, from the two answers' likelihoods, from the first generated
+    /// token's log-probabilities, or 1/0 from the answer it generated. Written right after
+    /// `parsed`; left out when none could be had (an unreadable answer) and for other tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
     /// The right answer in the same form as `parsed`. Required in every line (may be `null`).
     #[serde(deserialize_with = "Option::deserialize")]
     pub target: Option<String>,

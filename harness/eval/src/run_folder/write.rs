@@ -197,6 +197,7 @@ mod tests {
             output_tokens: 0,
             error: None,
             option_logprobs: None,
+            score: None,
         }
     }
 

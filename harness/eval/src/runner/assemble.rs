@@ -12,7 +12,7 @@ use crate::item::{Item, ItemError};
 use crate::prompt::{seed_from, sha256_hex, Question};
 use crate::run_folder::{Outcome, Prediction};
 use crate::score::{score_choice, score_text, Scored};
-use crate::task::Task;
+use crate::task::{QuestionStyle, Task};
 
 /// Decoded images of one item with their file hashes.
 pub(super) struct Decoded {
@@ -62,6 +62,7 @@ fn base_prediction(task: &Task, item_id: &str, rotation: usize, variant: usize) 
         output_tokens: 0,
         error: None,
         option_logprobs: None,
+        score: None,
     }
 }
 
@@ -175,6 +176,19 @@ pub(super) fn from_likelihood(
     }
 }
 
+/// Verification tasks: the pair's `score` next to `parsed` (`docs/verification.md`); other
+/// tasks' predictions pass through unchanged.
+pub(super) fn with_score(task: &Task, mut p: Prediction) -> Prediction {
+    if let (QuestionStyle::Verification, [same, different]) =
+        (task.spec.question.style, task.labels.values())
+    {
+        if p.outcome != Outcome::Error {
+            p.score = crate::verification::pair_score(&p, same, different);
+        }
+    }
+    p
+}
+
 /// Score a generated answer (or record the item's failure). `e2e_ms` is the model call's
 /// wall time — the batch's, for a batched call.
 pub(super) fn from_generation(
@@ -192,7 +206,7 @@ pub(super) fn from_generation(
             p.timings.e2e_ms = e2e_ms;
             p.prompt_tokens = g.prompt_tokens;
             p.output_tokens = g.token_ids.len();
-            fill(p, s)
+            with_score(task, fill(p, s))
         }
         Err(e) => {
             p.timings = Default::default();

@@ -199,7 +199,7 @@ impl Asking<'_> {
                 let job = assemble::prepare(task, item, q, &dec, self.seed);
                 if call::by_likelihood(task) {
                     if let Some(p) = call::ask_likelihood(model, &job)? {
-                        self.record_call(progress, vec![(p, item)])?;
+                        self.record_call(progress, vec![(assemble::with_score(task, p), item)])?;
                         continue;
                     }
                 }

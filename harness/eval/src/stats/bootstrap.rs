@@ -185,6 +185,30 @@ where
     )
 }
 
+/// Item indices of each cluster, clusters in ascending label order (so a resample does not
+/// depend on the order items came in). `labels[i]` is item `i`'s cluster.
+pub fn cluster_members<S: AsRef<str>>(labels: &[S]) -> Vec<Vec<usize>> {
+    let mut members: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
+    for (i, l) in labels.iter().enumerate() {
+        members.entry(l.as_ref()).or_default().push(i);
+    }
+    members.into_values().collect()
+}
+
+/// One cluster bootstrap resample: as many clusters as there are, drawn with replacement,
+/// each bringing all its items. Writes the drawn item indices into `out` (cleared first).
+/// Items of one cluster (pairs sharing an identity, questions about one image) are not
+/// independent, so it is the clusters that are resampled (Davison & Hinkley 1997, §3.8).
+pub fn resample_clusters(rng: &mut ChaCha8Rng, members: &[Vec<usize>], out: &mut Vec<usize>) {
+    out.clear();
+    if members.is_empty() {
+        return;
+    }
+    for _ in 0..members.len() {
+        out.extend_from_slice(&members[rng.gen_range(0..members.len())]);
+    }
+}
+
 /// One binomial draw; degenerate probabilities are handled without the sampler.
 pub fn binomial(rng: &mut ChaCha8Rng, n: u64, p: f64) -> u64 {
     if n == 0 || p <= 0.0 {

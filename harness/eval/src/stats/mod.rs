@@ -46,6 +46,8 @@ pub enum Method {
     StratifiedBootstrap,
     /// Percentile bootstrap of paired differences (the same item indices for both runs).
     PairedBootstrap,
+    /// Percentile bootstrap resampling whole clusters (identities) with replacement.
+    ClusterBootstrap,
     /// Newcombe (1998) method 10 for a paired difference of proportions.
     Newcombe,
     /// Newcombe (1998) method 10 for the difference of two independent proportions.
