@@ -403,17 +403,26 @@ fn line_chart<'a, DB: DrawingBackend>(
     Ok(chart)
 }
 
+/// A square plot area with the series' legend to its right; the legend is drawn here. Square,
+/// so that a diagonal (perfect calibration, equal error rates) is at 45 degrees.
+fn square_plot_beside_legend<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    series: &[String],
+) -> Result<DrawingArea<DB, Shift>, String> {
+    let (w, h) = root.dim_in_pixel();
+    let side = (w - LEGEND_W).min(h);
+    let (plot, rest) = root.split_horizontally(side);
+    let (legend, _) = rest.split_horizontally(LEGEND_W.min(w - side));
+    draw_legend(&legend, series)?;
+    Ok(plot)
+}
+
 fn draw_reliability<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     series: &[String],
     points: &[Vec<(f64, f64)>],
 ) -> Result<(), String> {
-    let (w, h) = root.dim_in_pixel();
-    // A square plot: the diagonal is then at 45 degrees.
-    let side = (w - LEGEND_W).min(h);
-    let (plot, rest) = root.split_horizontally(side);
-    let (legend, _) = rest.split_horizontally(LEGEND_W.min(w - side));
-    draw_legend(&legend, series)?;
+    let plot = square_plot_beside_legend(root, series)?;
     let axes = (
         "Reliability (15 confidence bins)",
         1.0,
@@ -443,11 +452,7 @@ fn draw_det<DB: DrawingBackend>(
     series: &[String],
     points: &[Vec<(f64, f64)>],
 ) -> Result<(), String> {
-    let (w, h) = root.dim_in_pixel();
-    let side = (w - LEGEND_W).min(h);
-    let (plot, rest) = root.split_horizontally(side);
-    let (legend, _) = rest.split_horizontally(LEGEND_W.min(w - side));
-    draw_legend(&legend, series)?;
+    let plot = square_plot_beside_legend(root, series)?;
     let mut chart = ChartBuilder::on(&plot)
         .caption("DET curve", font(16))
         .margin(10)
