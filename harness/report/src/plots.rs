@@ -149,9 +149,13 @@ impl Chart {
             }
             Chart::Cdf { series, .. } => (980, 420u32.max(60 + 18 * series.len() as u32)),
             // A square plot beside the legend.
-            Chart::Reliability { series, .. } | Chart::Det { series, .. } => {
+            Chart::Reliability { series, .. } => {
                 (LEGEND_W + 460, 440u32.max(60 + 18 * series.len() as u32))
             }
+            Chart::Det { series, .. } => (
+                det_legend_width(series) + 460,
+                440u32.max(60 + 18 * series.len() as u32),
+            ),
             Chart::Bars { rows, .. } => (980, 90 + 28 * rows.len() as u32),
             Chart::Heatmaps { panels } => {
                 let k = panels.iter().map(|p| p.1.len()).max().unwrap_or(1).max(1) as u32;
@@ -213,6 +217,21 @@ fn draw_legend<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     series: &[String],
 ) -> Result<(), String> {
+    draw_legend_upto(area, series, 24)
+}
+
+/// Legend width that shows every label whole (DET curves name a model and a group per line):
+/// about 8 px per character of 13 px text, plus the marker.
+fn det_legend_width(series: &[String]) -> u32 {
+    let longest = series.iter().map(|s| s.chars().count()).max().unwrap_or(0) as u32;
+    LEGEND_W.max(40 + 8 * longest)
+}
+
+fn draw_legend_upto<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    series: &[String],
+    max_chars: usize,
+) -> Result<(), String> {
     area.draw(&Text::new(
         "Models",
         (10, 14),
@@ -224,7 +243,8 @@ fn draw_legend<DB: DrawingBackend>(
         area.draw(&Circle::new((16, y), 5, color(i).filled()))
             .map_err(err)?;
         area.draw(&Text::new(
-            clip(s, 26),
+            // 24 characters of 13 px text fit the 192 px beside the marker, capitals included.
+            clip(s, max_chars),
             (28, y),
             anchored(13, HPos::Left, VPos::Center),
         ))
@@ -408,12 +428,14 @@ fn line_chart<'a, DB: DrawingBackend>(
 fn square_plot_beside_legend<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     series: &[String],
+    legend_w: u32,
+    max_chars: usize,
 ) -> Result<DrawingArea<DB, Shift>, String> {
     let (w, h) = root.dim_in_pixel();
-    let side = (w - LEGEND_W).min(h);
+    let side = (w - legend_w).min(h);
     let (plot, rest) = root.split_horizontally(side);
-    let (legend, _) = rest.split_horizontally(LEGEND_W.min(w - side));
-    draw_legend(&legend, series)?;
+    let (legend, _) = rest.split_horizontally(legend_w.min(w - side));
+    draw_legend_upto(&legend, series, max_chars)?;
     Ok(plot)
 }
 
@@ -422,7 +444,7 @@ fn draw_reliability<DB: DrawingBackend>(
     series: &[String],
     points: &[Vec<(f64, f64)>],
 ) -> Result<(), String> {
-    let plot = square_plot_beside_legend(root, series)?;
+    let plot = square_plot_beside_legend(root, series, LEGEND_W, 24)?;
     let axes = (
         "Reliability (15 confidence bins)",
         1.0,
@@ -452,7 +474,7 @@ fn draw_det<DB: DrawingBackend>(
     series: &[String],
     points: &[Vec<(f64, f64)>],
 ) -> Result<(), String> {
-    let plot = square_plot_beside_legend(root, series)?;
+    let plot = square_plot_beside_legend(root, series, det_legend_width(series), usize::MAX)?;
     let mut chart = ChartBuilder::on(&plot)
         .caption("DET curve", font(16))
         .margin(10)
@@ -999,10 +1021,10 @@ pub fn figures(report: &Report) -> Result<(Vec<Figure>, Vec<String>)> {
         for p in &set.panels {
             series.push(p.label.clone());
             points.push(det(&p.value.roc));
-            for (field, b) in &p.value.groups {
+            for b in p.value.groups.values() {
                 for (value, g) in &b.groups {
                     if !g.roc.is_empty() {
-                        series.push(format!("{} · {field} = {value}", p.label));
+                        series.push(format!("{} · {value}", p.label));
                         points.push(det(&g.roc));
                     }
                 }
@@ -1011,7 +1033,7 @@ pub fn figures(report: &Report) -> Result<(Vec<Figure>, Vec<String>)> {
         specs.push((
             format!("det-{}", slug(&set.task)),
             format!("{}: DET curve", set.task),
-            format!("False non-match rate against false match rate at every threshold, both axes logarithmic (rates under {DET_FLOOR} drawn at {DET_FLOOR}); the grey diagonal is FMR = FNMR, where the curves cross it is the EER."),
+            format!("Each model overall, then each model per group (labelled model · group). False non-match rate against false match rate at every threshold, both axes logarithmic (rates under {DET_FLOOR} drawn at {DET_FLOOR}); the grey diagonal is FMR = FNMR, where the curves cross it is the EER."),
             Chart::Det { series, points },
         ));
     }
